@@ -1,0 +1,222 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Read-only ELF access for vmlinux images, through pyelftools.
+
+This is the one choke point where pyelftools is called for kernel images:
+its exceptions (``ELFError``, ``ELFParseError``, construct and struct errors)
+are translated here into :class:`vmpatch.errors.InputError` naming the file.
+
+pyelftools parses headers lazily, which keeps a 500 MB ``vmlinux.unstripped``
+cheap to open. Its per-name symbol lookup, however, decodes every symbol
+through construct (over a second for a real vmlinux with ~28,000 symbols), so
+:func:`find_symbol` searches the raw ``.symtab`` bytes instead.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from vmpatch.errors import InputError, SystemFailure
+from vmpatch.rootrecord import ByteOrder
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
+
+__all__ = [
+    "SHF_ALLOC",
+    "SHT_NOBITS",
+    "ElfIdentity",
+    "ElfReader",
+    "SectionInfo",
+    "SymbolInfo",
+    "open_elf",
+]
+
+ELF_MAGIC = b"\x7fELF"
+SHT_NOBITS = 8
+SHF_WRITE = 0x1
+SHF_ALLOC = 0x2
+SHF_EXECINSTR = 0x4
+STT_OBJECT = 1
+
+# Elf32_Sym / Elf64_Sym, without the byte-order prefix (include/uapi/linux/elf.h).
+# Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx
+# Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size
+_SYM_LAYOUT = {32: "IIIBBH", 64: "IBBHQQ"}
+
+
+@dataclass(frozen=True)
+class ElfIdentity:
+    """What kind of ELF file this is: the facts `inspect` reports."""
+
+    machine: str  # pyelftools' e_machine name, e.g. "EM_X86_64"
+    elfclass: int  # 32 or 64
+    byteorder: ByteOrder
+    elftype: str  # e.g. "ET_EXEC", "ET_REL"
+
+
+@dataclass(frozen=True)
+class SectionInfo:
+    """One section header, decoded."""
+
+    index: int
+    name: str
+    type: str  # e.g. "SHT_PROGBITS"
+    type_value: int
+    flags: int
+    addr: int
+    offset: int
+    size: int
+    addralign: int
+
+    @property
+    def flags_text(self) -> str:
+        """readelf's letters for the common flags (W, A, X)."""
+        letters = [("W", SHF_WRITE), ("A", SHF_ALLOC), ("X", SHF_EXECINSTR)]
+        return "".join(letter for letter, bit in letters if self.flags & bit)
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """One symbol table entry, decoded."""
+
+    name: str
+    value: int
+    size: int
+    type: int  # STT_*
+    shndx: int
+
+
+class ElfReader:
+    """An open ELF file: identity, sections, and fast symbol lookup."""
+
+    def __init__(self, path: Path, stream: BinaryIO, elffile: ELFFile) -> None:
+        self.path = path
+        self._stream = stream
+        self._elf = elffile
+        self.identity = ElfIdentity(
+            machine=str(elffile["e_machine"]),
+            elfclass=int(elffile.elfclass),
+            byteorder="little" if elffile.little_endian else "big",
+            elftype=str(elffile["e_type"]),
+        )
+
+    def section(self, name: str) -> SectionInfo | None:
+        """The section called ``name``, or None."""
+        with _translated(self.path):
+            for index, sec in enumerate(self._elf.iter_sections()):
+                if sec.name == name:
+                    return self._info(index, sec)
+        return None
+
+    def _info(self, index: int, sec: object) -> SectionInfo:
+        from elftools.elf.enums import ENUM_SH_TYPE_BASE  # lazy: DWARF side not needed
+
+        header = sec.header  # type: ignore[attr-defined]
+        type_name = str(header["sh_type"])
+        type_value = ENUM_SH_TYPE_BASE.get(type_name, header["sh_type"])
+        return SectionInfo(
+            index=index,
+            name=sec.name,  # type: ignore[attr-defined]
+            type=type_name,
+            type_value=int(type_value) if isinstance(type_value, int) else -1,
+            flags=int(header["sh_flags"]),
+            addr=int(header["sh_addr"]),
+            offset=int(header["sh_offset"]),
+            size=int(header["sh_size"]),
+            addralign=int(header["sh_addralign"]),
+        )
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at file ``offset``; InputError if the file is shorter."""
+        data = os.pread(self._stream.fileno(), size, offset)
+        if len(data) != size:
+            raise InputError(self.path, f"truncated: {size} bytes at offset {offset:#x} needed")
+        return data
+
+    def find_symbols(self, name: str) -> list[SymbolInfo]:
+        """Every ``.symtab`` entry called ``name`` (usually zero or one).
+
+        Searches the raw bytes: the name's offset in the string table, then
+        entries whose ``st_name`` equals it. Far faster than decoding every
+        symbol, and exact: a match must sit on an entry boundary.
+        """
+        with _translated(self.path):
+            symtab = self._elf.get_section_by_name(".symtab")
+            if symtab is None:
+                return []
+            strtab_header = self._elf.get_section(symtab["sh_link"]).header
+            entsize = int(symtab["sh_entsize"]) or (24 if self.identity.elfclass == 64 else 16)
+            strtab = self.read(int(strtab_header["sh_offset"]), int(strtab_header["sh_size"]))
+            table = self.read(int(symtab["sh_offset"]), int(symtab["sh_size"]))
+        prefix = "<" if self.identity.byteorder == "little" else ">"
+        layout = struct.Struct(prefix + _SYM_LAYOUT[self.identity.elfclass])
+        st_name_field = struct.Struct(prefix + "I")
+        wanted = name.encode() + b"\0"
+        found: list[SymbolInfo] = []
+        start = 0
+        while (hit := strtab.find(b"\0" + wanted, start)) >= 0:
+            name_offset = hit + 1
+            start = hit + 1
+            needle = st_name_field.pack(name_offset)
+            at = table.find(needle)
+            while at >= 0:
+                if at % entsize == 0:
+                    found.append(self._symbol(name, layout.unpack_from(table, at)))
+                at = table.find(needle, at + 1)
+        return found
+
+    def _symbol(self, name: str, fields: tuple[int, ...]) -> SymbolInfo:
+        if self.identity.elfclass == 64:
+            _, info, _, shndx, value, size = fields
+        else:
+            _, value, size, info, _, shndx = fields
+        return SymbolInfo(name=name, value=value, size=size, type=info & 0xF, shndx=shndx)
+
+    @property
+    def file_size(self) -> int:
+        return os.fstat(self._stream.fileno()).st_size
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Turn pyelftools' and struct's exceptions into one-line InputErrors."""
+    from elftools.common.exceptions import ELFError
+
+    try:
+        yield
+    except ELFError as err:
+        raise InputError(path, f"malformed ELF: {err}") from err
+    except (struct.error, ValueError, EOFError) as err:
+        raise InputError(path, f"truncated or malformed ELF: {err}") from err
+    except Exception as err:  # construct's StreamError and friends, without importing construct
+        if type(err).__module__.startswith(("construct", "elftools")):
+            raise InputError(path, f"truncated or malformed ELF: {err}") from err
+        raise
+
+
+@contextmanager
+def open_elf(path: str | os.PathLike[str], *, writable: bool = False) -> Iterator[ElfReader]:
+    """Open ``path`` as ELF; InputError if it is not one, SystemFailure if it cannot be read."""
+    path = Path(path)
+    try:
+        stream = open(path, "r+b" if writable else "rb")  # noqa: SIM115 - closed below
+    except OSError as err:
+        doing = "open for writing" if writable else "read"
+        raise SystemFailure.from_oserror(path, err, doing) from err
+    with stream:
+        head = stream.read(len(ELF_MAGIC))
+        if head != ELF_MAGIC:
+            raise InputError(path, "not an ELF file")
+        stream.seek(0)
+        with _translated(path):
+            from elftools.elf.elffile import ELFFile
+
+            elffile = ELFFile(stream)
+            elffile.num_sections()  # touch the section table: catches truncation early
+        yield ElfReader(path, stream, elffile)

@@ -1,0 +1,178 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Atomic file replacement that keeps what the original carried.
+
+Every rewrite in vmpatch goes through :func:`atomic_write` or
+:func:`atomic_copy`: the new content is written to a temporary file in the
+destination's directory, flushed with ``fsync``, given the original's mode,
+owner and extended attributes (security labels such as SELinux contexts or
+IMA signatures), renamed over the destination, and the directory is synced.
+A crash at any moment leaves either the old file or the new one, never a mix.
+Temporary files carry the :data:`TEMP_MARK` so a later run can recognise
+(and remove) what an interrupted run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vmpatch.errors import SystemFailure
+
+__all__ = ["TEMP_MARK", "atomic_copy", "atomic_write", "copy_metadata", "fsync_dir"]
+
+TEMP_MARK = ".vmpatch-tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_metadata(source_stat: os.stat_result, source: Path, target_fd: int) -> None:
+    """Give ``target_fd`` the mode, owner and xattrs of ``source``.
+
+    Owner changes need privileges; when they are refused for a file we own
+    anyway, the result is the same, so only a real difference is an error.
+    """
+    os.fchmod(target_fd, stat.S_IMODE(source_stat.st_mode))
+    here = os.fstat(target_fd)
+    if (here.st_uid, here.st_gid) != (source_stat.st_uid, source_stat.st_gid):
+        try:
+            os.fchown(target_fd, source_stat.st_uid, source_stat.st_gid)
+        except PermissionError as err:
+            raise SystemFailure.from_oserror(source, err, "keep the owner of") from err
+    for name in _listxattr(source):
+        with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
+            os.setxattr(target_fd, name, os.getxattr(source, name, follow_symlinks=False))
+
+
+def _listxattr(path: Path) -> list[str]:
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.ENOSYS, errno.ENOENT):
+            return []
+        raise
+
+
+@contextlib.contextmanager
+def _temporary_beside(target: Path) -> Iterator[tuple[int, Path]]:
+    """A temp file next to ``target``, removed unless the caller renamed it."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARK, dir=target.parent)
+    except OSError as err:
+        raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
+    temp = Path(name)
+    try:
+        yield fd, temp
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def _commit(fd: int, temp: Path, target: Path) -> None:
+    os.fsync(fd)
+    os.close(fd)
+    temp.replace(target)
+    fsync_dir(target.parent)
+
+
+def atomic_write(
+    target: str | os.PathLike[str],
+    data: bytes,
+    *,
+    like: str | os.PathLike[str] | None = None,
+    mode: int = 0o644,
+) -> None:
+    """Replace ``target`` with ``data``, keeping the metadata of ``like``.
+
+    ``like`` defaults to ``target`` itself when it exists; a new file gets
+    ``mode`` (before the umask, as ``open`` would).
+    """
+    target = Path(target)
+    reference = Path(like) if like is not None else target
+    try:
+        ref_stat: os.stat_result | None = reference.stat()
+    except FileNotFoundError:
+        ref_stat = None
+    with _temporary_beside(target) as (fd, temp):
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if ref_stat is not None:
+                copy_metadata(ref_stat, reference, fd)
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fd, mode & ~umask)
+            _commit(fd, temp, target)
+        except OSError as err:
+            raise SystemFailure.from_oserror(target, err, "write") from err
+
+
+def atomic_copy(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    edit: Callable[[int], None] | None = None,
+) -> None:
+    """Copy ``source`` to ``target`` atomically, then let ``edit`` change the copy.
+
+    The copy uses ``copy_file_range`` (reflink or server-side copy where the
+    filesystem offers it); ``edit`` receives the temporary file's descriptor
+    before it is synced and renamed, so a patched copy never exists
+    half-written under the target name. The copy keeps the source's mode.
+    """
+    source, target = Path(source), Path(target)
+    try:
+        src_fd = os.open(source, os.O_RDONLY)
+    except OSError as err:
+        raise SystemFailure.from_oserror(source, err, "read") from err
+    try:
+        src_stat = os.fstat(src_fd)
+        with _temporary_beside(target) as (fd, temp):
+            try:
+                _copy_range(src_fd, fd, src_stat.st_size)
+                os.fchmod(fd, stat.S_IMODE(src_stat.st_mode))
+                if edit is not None:
+                    edit(fd)
+                _commit(fd, temp, target)
+            except OSError as err:
+                raise SystemFailure.from_oserror(target, err, "write") from err
+    finally:
+        os.close(src_fd)
+
+
+def _copy_range(src_fd: int, dst_fd: int, size: int) -> None:
+    """Kernel-side copy; falls back to read/write where copy_file_range is refused."""
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src_fd, dst_fd, size - done, done, done)
+            if n == 0:
+                break
+            done += n
+    except OSError as err:
+        if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while done < size:
+        chunk = os.pread(src_fd, min(1 << 20, size - done), done)
+        if not chunk:
+            break
+        os.pwrite(dst_fd, chunk, done)
+        done += len(chunk)
+    if done != size:
+        raise OSError(errno.EIO, f"source shrank while copying ({done} of {size} bytes)")

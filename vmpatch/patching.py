@@ -1,0 +1,197 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Write a new root into ``.module_hashes``, in place or into an atomic copy.
+
+This replaces kbuild's ``objcopy --update-section .module_hashes=...``, which
+needs the target's own objcopy, rewrites the whole (possibly huge) file, and
+with a payload of the wrong size "succeeds" while shifting later sections.
+Here exactly the section's bytes are written, once, at ``sh_offset``; the file
+is synced and read back. Every file named in one call is validated before any
+is written, so a bad second file leaves the first untouched too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from vmpatch.errors import InputError, SystemFailure, UsageError
+from vmpatch.fsutil import atomic_copy
+from vmpatch.rootrecord import ModuleHashesRoot
+from vmpatch.vmlinux import SECTION_NAME, RootLocation, locate
+
+__all__ = [
+    "PatchPlan",
+    "PatchResult",
+    "RootSource",
+    "apply_patches",
+    "decode_root_file",
+    "patch_images",
+    "plan_patches",
+]
+
+
+@dataclass(frozen=True)
+class RootSource:
+    """Where the new root comes from: raw section bytes, or a decoded root.
+
+    ``raw`` is the section content exactly as kbuild's ``.tmp_module_hashes.bin``
+    holds it (already in the target's byte order); ``root`` is encoded for each
+    target separately, so one call can patch images of different byte orders.
+    """
+
+    raw: bytes | None = None
+    root: ModuleHashesRoot | None = None
+    origin: str = "root"
+
+    def payload_for(self, location: RootLocation) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        assert self.root is not None
+        return self.root.encode(location.identity.byteorder)
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """What one patch did: where, from what, to what."""
+
+    source: Path
+    written: Path
+    offset: int
+    old: bytes
+    new: bytes
+    byteorder: str
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+def decode_root_file(path: str | os.PathLike[str]) -> bytes:
+    """Read a root file (kbuild's ``.tmp_module_hashes.bin``): the raw section bytes."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise SystemFailure.from_oserror(path, err, "read") from err
+
+
+def _validate(location: RootLocation, source: RootSource) -> bytes:
+    location.check_patchable()
+    payload = source.payload_for(location)
+    if len(payload) != location.section.size:
+        raise InputError(
+            location.path,
+            f"{source.origin} is {len(payload)} bytes but {SECTION_NAME} is "
+            f"{location.section.size} bytes",
+        )
+    try:
+        ModuleHashesRoot.decode(payload, location.identity.byteorder)
+    except ValueError as err:
+        raise InputError(
+            location.path,
+            f"{source.origin} is not a valid {location.identity.byteorder}-endian root: {err}",
+        ) from err
+    return payload
+
+
+def _writable(path: Path, output: Path | None) -> None:
+    if output is None:
+        if not os.access(path, os.W_OK):
+            raise SystemFailure(path, "cannot patch in place: file is not writable")
+    elif not os.access(output.parent, os.W_OK | os.X_OK):
+        raise SystemFailure(output, "cannot write: directory is not writable")
+
+
+def _write_at(fd: int, *, path: Path, offset: int, payload: bytes) -> None:
+    """One pwrite of the section bytes, then fsync and a read-back."""
+    written = os.pwrite(fd, payload, offset)
+    if written != len(payload):
+        raise SystemFailure(path, f"short write: {written} of {len(payload)} bytes")
+    os.fsync(fd)
+    if os.pread(fd, len(payload), offset) != payload:
+        raise SystemFailure(path, f"read-back of {SECTION_NAME} differs from what was written")
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """One validated patch, ready to apply."""
+
+    location: RootLocation
+    payload: bytes
+    output: Path | None
+
+
+def plan_patches(
+    paths: Sequence[str | os.PathLike[str]],
+    source: RootSource,
+    *,
+    outputs: Sequence[str | os.PathLike[str]] | None = None,
+) -> list[PatchPlan]:
+    """Locate and validate every image; raise the first reason one cannot be patched."""
+    sources = [Path(p) for p in paths]
+    targets: list[Path | None] = [Path(o) for o in outputs] if outputs else [None] * len(sources)
+    if len(targets) != len(sources):
+        raise UsageError(None, f"{len(sources)} images but {len(targets)} --output paths")
+    plans = []
+    for path, output in zip(sources, targets, strict=True):
+        location = locate(path)
+        payload = _validate(location, source)
+        _writable(path, output)
+        plans.append(PatchPlan(location, payload, output))
+    return plans
+
+
+def apply_patches(plans: Sequence[PatchPlan]) -> list[PatchResult]:
+    """Write each planned root: in place, or into an atomic copy."""
+    results = []
+    for plan in plans:
+        location, payload, output = plan.location, plan.payload, plan.output
+        offset = location.section.offset
+        old = location.content or b""
+        if output is None or output.resolve() == location.path.resolve():
+            written = location.path
+            if old != payload:
+                _patch_in_place(location, payload)
+        else:
+            written = output
+            edit = partial(_write_at, path=output, offset=offset, payload=payload)
+            atomic_copy(location.path, output, edit=edit)
+        results.append(
+            PatchResult(location.path, written, offset, old, payload, location.identity.byteorder)
+        )
+    return results
+
+
+def patch_images(
+    paths: Sequence[str | os.PathLike[str]],
+    source: RootSource,
+    *,
+    outputs: Sequence[str | os.PathLike[str]] | None = None,
+) -> list[PatchResult]:
+    """Patch each image's root from ``source``; ``outputs`` makes copies instead.
+
+    All images are located and validated first; nothing is written unless
+    every one of them can be patched.
+    """
+    return apply_patches(plan_patches(paths, source, outputs=outputs))
+
+
+def _patch_in_place(location: RootLocation, payload: bytes) -> None:
+    path = location.path
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as err:
+        raise SystemFailure.from_oserror(path, err, "open for writing") from err
+    try:
+        # The file must still be the one validated: same size, same section bytes.
+        if os.fstat(fd).st_size != location.file_size or (
+            os.pread(fd, len(payload), location.section.offset) != location.content
+        ):
+            raise InputError(path, "file changed while being patched; nothing written")
+        _write_at(fd, path=path, offset=location.section.offset, payload=payload)
+    except OSError as err:
+        raise SystemFailure.from_oserror(path, err, "patch") from err
+    finally:
+        os.close(fd)

@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The Merkle root record stored in vmlinux's ``.module_hashes`` section.
+
+Keep in sync with ``include/linux/module_hashes.h`` of the v5 series
+(FORMAT.md section 1)::
+
+    struct module_hashes_root {
+        u32 levels;          /* TARGET byte order (ELF EI_DATA) */
+        u8  hash[32];        /* SHA-256 */
+    };                       /* 36 bytes, no padding */
+
+``levels`` is a native ``u32`` of the *target*, so the same root is encoded
+differently for s390x or ppc64 (big endian) than for x86_64. Only SHA-256 is
+defined by the series; any other size is an unsupported layout, never guessed.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["DIGEST_SIZE", "ROOT_RECORD_SIZE", "ByteOrder", "ModuleHashesRoot"]
+
+ByteOrder = Literal["little", "big"]
+
+#: SHA-256, the only digest the series defines (MODULE_HASHES_HASH_SIZE).
+DIGEST_SIZE = 32
+
+_LEVELS = {"little": struct.Struct("<I"), "big": struct.Struct(">I")}
+
+#: sizeof(struct module_hashes_root): u32 levels + u8 hash[32].
+ROOT_RECORD_SIZE = _LEVELS["little"].size + DIGEST_SIZE
+
+_MAX_LEVELS = 32  # pos is a be32: a tree over 2**32 modules cannot be addressed
+
+
+@dataclass(frozen=True)
+class ModuleHashesRoot:
+    """A decoded root: the tree height and the root digest."""
+
+    levels: int
+    digest: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.digest) != DIGEST_SIZE:
+            raise ValueError(f"root digest must be {DIGEST_SIZE} bytes, not {len(self.digest)}")
+        if not 0 <= self.levels <= _MAX_LEVELS:
+            raise ValueError(f"levels must be between 0 and {_MAX_LEVELS}, not {self.levels}")
+
+    @classmethod
+    def placeholder(cls) -> ModuleHashesRoot:
+        """The blank root the build links in (and the generator's root for zero modules)."""
+        return cls(0, bytes(DIGEST_SIZE))
+
+    @property
+    def is_placeholder(self) -> bool:
+        """True for the blank record: levels 0 and an all-zero hash."""
+        return self.levels == 0 and not any(self.digest)
+
+    def encode(self, byteorder: ByteOrder) -> bytes:
+        """The 36 section bytes, ``levels`` in the target's byte order."""
+        return _LEVELS[byteorder].pack(self.levels) + self.digest
+
+    @classmethod
+    def decode(cls, data: bytes, byteorder: ByteOrder) -> ModuleHashesRoot:
+        """Decode the 36 section bytes; raises ``ValueError`` on a wrong size or level count."""
+        if len(data) != ROOT_RECORD_SIZE:
+            raise ValueError(f"root record is {ROOT_RECORD_SIZE} bytes, not {len(data)}")
+        (levels,) = _LEVELS[byteorder].unpack_from(data)
+        return cls(levels, bytes(data[_LEVELS[byteorder].size :]))

@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The trailer appended to a module: a proof or a signature, then the marker.
+
+Keep in sync with ``include/uapi/linux/module_signature.h`` and the v5
+series (FORMAT.md section 3)::
+
+    <signature bytes: sig_len of them>
+    struct module_signature {
+        u8   algo;        /* 0 */
+        u8   hash;        /* 0 */
+        u8   id_type;     /* 2 = PKCS#7, 3 = Merkle proof */
+        u8   signer_len;  /* 0 */
+        u8   key_id_len;  /* 0 */
+        u8   __pad[3];    /* 0 */
+        be32 sig_len;
+    };
+    "~Module signature appended~\\n"      /* 28 bytes, no NUL */
+
+For a Merkle proof (id_type 3) the signature bytes are ``be32 pos`` followed
+by ``levels`` sibling digests, bottom-up.
+
+This module only *describes* trailers (build one, find one, split it off).
+The kernel's acceptance rules, with their exact errnos and order, live in
+:mod:`vmpatch.verify`, which deliberately re-reads the raw bytes itself.
+This module is imported by the modules_install hook: standard library only.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = [
+    "MARKER",
+    "SIGNATURE_INFO",
+    "TRAILER_OVERHEAD",
+    "SignatureType",
+    "Trailer",
+    "find_trailer",
+    "merkle_trailer",
+    "proof_sig_len",
+]
+
+#: MODULE_SIGNATURE_MARKER, without its NUL.
+MARKER = b"~Module signature appended~\n"
+
+#: struct module_signature: algo, hash, id_type, signer_len, key_id_len, __pad[3], be32 sig_len.
+SIGNATURE_INFO = struct.Struct(">BBBBB3xI")
+
+#: Bytes a trailer adds besides the signature itself: 12 + 28.
+TRAILER_OVERHEAD = SIGNATURE_INFO.size + len(MARKER)
+
+_POS = struct.Struct(">I")
+_DIGEST_SIZE = 32
+
+
+class SignatureType(IntEnum):
+    """``enum module_signature_type`` (id_type); 0 and 1 are PGP/X.509, never used for modules."""
+
+    PKCS7 = 2
+    MERKLE = 3
+
+
+def proof_sig_len(levels: int) -> int:
+    """sig_len of a Merkle proof: ``be32 pos`` plus one digest per level."""
+    return _POS.size + _DIGEST_SIZE * levels
+
+
+def merkle_trailer(position: int, siblings: Sequence[bytes]) -> bytes:
+    """The bytes kbuild appends (the ``.merkle`` file): proof, signature info, marker."""
+    proof = _POS.pack(position) + b"".join(siblings)
+    info = SIGNATURE_INFO.pack(0, 0, SignatureType.MERKLE, 0, 0, len(proof))
+    return proof + info + MARKER
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """The last trailer of a module, as its bytes lay it out (not yet judged).
+
+    ``module_size`` is the offset where the trailer starts: the bytes before it
+    are what the kernel hashes or verifies. ``well_formed`` is False when the
+    signature info carries non-zero reserved fields or a ``sig_len`` that does
+    not fit, in which case only ``id_type`` and ``sig_len`` are informative.
+    """
+
+    id_type: int
+    sig_len: int
+    module_size: int
+    total_size: int
+    algo: int
+    hash: int
+    signer_len: int
+    key_id_len: int
+    well_formed: bool
+
+    @property
+    def kind(self) -> str:
+        """ "merkle", "pkcs7" or "unknown"."""
+        if self.id_type == SignatureType.MERKLE:
+            return "merkle"
+        if self.id_type == SignatureType.PKCS7:
+            return "pkcs7"
+        return "unknown"
+
+    def signature(self, data: bytes | memoryview) -> bytes:
+        """The signature bytes (the proof, for Merkle) out of the whole module ``data``."""
+        return bytes(data[self.module_size : self.module_size + self.sig_len])
+
+    @property
+    def levels(self) -> int | None:
+        """For a well-formed Merkle trailer, the number of sibling digests."""
+        if self.kind != "merkle" or (self.sig_len - _POS.size) % _DIGEST_SIZE:
+            return None
+        return (self.sig_len - _POS.size) // _DIGEST_SIZE
+
+    def position(self, data: bytes | memoryview) -> int | None:
+        """For a Merkle trailer, ``pos`` (the module's index in modules.order)."""
+        if self.kind != "merkle" or self.sig_len < _POS.size:
+            return None
+        return int(_POS.unpack_from(data, self.module_size)[0])
+
+    def siblings(self, data: bytes | memoryview) -> list[bytes]:
+        """For a Merkle trailer, the sibling digests, bottom-up."""
+        levels = self.levels or 0
+        start = self.module_size + _POS.size
+        return [
+            bytes(data[start + _DIGEST_SIZE * k : start + _DIGEST_SIZE * (k + 1)])
+            for k in range(levels)
+        ]
+
+
+def find_trailer(data: bytes | memoryview) -> Trailer | None:
+    """The last trailer of ``data``, or None when it does not end with the marker.
+
+    A file that ends with the marker but is too short to hold the signature
+    info, or whose sig_len points before the start of the file, still returns
+    a Trailer (``well_formed=False``) so that callers refuse it rather than
+    treat it as a plain module.
+    """
+    size = len(data)
+    if size <= len(MARKER) or bytes(data[size - len(MARKER) :]) != MARKER:
+        return None
+    body = size - len(MARKER)
+    if body < SIGNATURE_INFO.size:
+        return Trailer(0, 0, 0, size, 0, 0, 0, 0, well_formed=False)
+    info_at = body - SIGNATURE_INFO.size
+    algo, hash_, id_type, signer_len, key_id_len, sig_len = SIGNATURE_INFO.unpack_from(
+        data, info_at
+    )
+    pad = bytes(data[info_at + 5 : info_at + 8])
+    fits = sig_len < info_at  # the kernel needs at least one module byte (mod_check_sig)
+    zero_fields = not (algo or hash_ or signer_len or key_id_len or any(pad))
+    module_size = info_at - sig_len if fits else 0
+    return Trailer(
+        id_type=id_type,
+        sig_len=sig_len,
+        module_size=module_size,
+        total_size=size - module_size,
+        algo=algo,
+        hash=hash_,
+        signer_len=signer_len,
+        key_id_len=key_id_len,
+        well_formed=fits and zero_fields,
+    )

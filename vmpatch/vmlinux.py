@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Locate and decode ``.module_hashes`` in ``vmlinux`` or ``vmlinux.unstripped``.
+
+The section is laid out by ``include/asm-generic/vmlinux.lds.h`` of the series
+as its own read-only output section holding the one ``module_hashes_root``
+object (FORMAT.md section 1). Any arch, ELF32 or ELF64, either byte order.
+
+:func:`locate` gathers every fact about the section and its symbol without
+judging them; :meth:`RootLocation.check_patchable` is the single place that
+decides whether the section may be rewritten, so `inspect` can report a bad
+image in full while `patch` refuses it with one precise reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmpatch.elf import (
+    SHF_ALLOC,
+    SHT_NOBITS,
+    ElfIdentity,
+    ElfReader,
+    SectionInfo,
+    SymbolInfo,
+    open_elf,
+)
+from vmpatch.errors import InputError, UnsupportedLayout
+from vmpatch.rootrecord import ROOT_RECORD_SIZE, ModuleHashesRoot
+
+__all__ = ["SECTION_NAME", "SYMBOL_NAME", "RootLocation", "locate", "location_report", "read_root"]
+
+SECTION_NAME = ".module_hashes"
+SYMBOL_NAME = "module_hashes_root"
+
+
+@dataclass(frozen=True)
+class RootLocation:
+    """Where a vmlinux keeps its root, and what is there now."""
+
+    path: Path
+    identity: ElfIdentity
+    section: SectionInfo
+    symbols: tuple[SymbolInfo, ...]
+    file_size: int
+    content: bytes | None  # the section bytes, when they lie inside the file
+
+    @property
+    def root(self) -> ModuleHashesRoot | None:
+        """The decoded root, when the section has the supported size."""
+        if self.content is None or len(self.content) != ROOT_RECORD_SIZE:
+            return None
+        return ModuleHashesRoot.decode(self.content, self.identity.byteorder)
+
+    @property
+    def symbol(self) -> SymbolInfo | None:
+        return self.symbols[0] if self.symbols else None
+
+    def symbol_problem(self) -> str | None:
+        """Why the ``module_hashes_root`` symbol and the section disagree, or None.
+
+        The kernel reads the object through the symbol, so a symbol that does
+        not cover exactly the section means the patched bytes are not the ones
+        the kernel will see. A missing symbol (a fully stripped image) is not
+        a disagreement.
+        """
+        if len(self.symbols) > 1:
+            return f"{len(self.symbols)} symbols named {SYMBOL_NAME}"
+        sym = self.symbol
+        if sym is None:
+            return None
+        sec = self.section
+        if sym.shndx != sec.index:
+            return f"symbol {SYMBOL_NAME} is in section {sym.shndx}, not {sec.index} ({sec.name})"
+        if sym.value != sec.addr or sym.size != sec.size:
+            return (
+                f"symbol {SYMBOL_NAME} covers {sym.value:#x}+{sym.size}, "
+                f"section {sec.name} is {sec.addr:#x}+{sec.size}"
+            )
+        return None
+
+    def check_patchable(self) -> None:
+        """Raise the first reason the section cannot be rewritten in place."""
+        sec = self.section
+        if sec.type_value == SHT_NOBITS:
+            raise InputError(
+                self.path, f"{SECTION_NAME} is SHT_NOBITS: it has no bytes in the file"
+            )
+        if sec.offset + sec.size > self.file_size:
+            raise InputError(
+                self.path,
+                f"{SECTION_NAME} lies outside the file "
+                f"(offset {sec.offset:#x} + {sec.size} > file size {self.file_size})",
+            )
+        if sec.size != ROOT_RECORD_SIZE:
+            raise UnsupportedLayout(
+                self.path,
+                f"{SECTION_NAME} is {sec.size} bytes; only the {ROOT_RECORD_SIZE}-byte "
+                "SHA-256 root of the v5 format is supported",
+            )
+        if not sec.flags & SHF_ALLOC:
+            raise InputError(self.path, f"{SECTION_NAME} is not allocated (SHF_ALLOC missing)")
+        problem = self.symbol_problem()
+        if problem:
+            raise InputError(self.path, problem)
+
+
+def _locate_in(reader: ElfReader) -> RootLocation:
+    section = reader.section(SECTION_NAME)
+    if section is None:
+        raise InputError(
+            reader.path,
+            f"no {SECTION_NAME} section (kernel built without CONFIG_MODULE_HASHES?)",
+        )
+    file_size = reader.file_size
+    inside = section.type_value != SHT_NOBITS and section.offset + section.size <= file_size
+    return RootLocation(
+        path=reader.path,
+        identity=reader.identity,
+        section=section,
+        symbols=tuple(reader.find_symbols(SYMBOL_NAME)),
+        file_size=file_size,
+        content=reader.read(section.offset, section.size) if inside else None,
+    )
+
+
+def locate(path: str | os.PathLike[str]) -> RootLocation:
+    """Find ``.module_hashes`` and its symbol in the ELF file at ``path``."""
+    with open_elf(path) as reader:
+        return _locate_in(reader)
+
+
+def read_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
+    """The root a vmlinux carries; InputError if it has none of the supported layout."""
+    location = locate(path)
+    location.check_patchable()
+    root = location.root
+    assert root is not None  # check_patchable guarantees the size
+    return root
+
+
+def location_report(location: RootLocation) -> dict[str, object]:
+    """Everything `inspect` knows about an image's root, as plain data (JSON-ready)."""
+    sec, sym, root = location.section, location.symbol, location.root
+    warnings = []
+    problem = location.symbol_problem()
+    if problem:
+        warnings.append(f"{problem}; the kernel reads the symbol")
+    if sym is None:
+        warnings.append(f"no {SYMBOL_NAME} symbol (stripped image?): section used as is")
+    supported = sec.size == ROOT_RECORD_SIZE and location.content is not None
+    if sec.size != ROOT_RECORD_SIZE:
+        warnings.append(
+            f"unsupported layout: {SECTION_NAME} is {sec.size} bytes, "
+            f"not the {ROOT_RECORD_SIZE}-byte SHA-256 root"
+        )
+    elif location.content is None:
+        warnings.append(f"{SECTION_NAME} has no bytes in the file")
+    return {
+        "kind": "vmlinux",
+        "path": str(location.path),
+        "machine": location.identity.machine,
+        "class": f"ELF{location.identity.elfclass}",
+        "byteorder": location.identity.byteorder,
+        "elf_type": location.identity.elftype,
+        "section": {
+            "name": sec.name,
+            "index": sec.index,
+            "offset": sec.offset,
+            "address": sec.addr,
+            "size": sec.size,
+            "type": sec.type,
+            "flags": sec.flags_text,
+            "addralign": sec.addralign,
+        },
+        "symbol": None
+        if sym is None
+        else {"name": sym.name, "value": sym.value, "size": sym.size, "section_index": sym.shndx},
+        "symbol_matches_section": sym is not None and problem is None,
+        "supported": supported,
+        "levels": root.levels if root else None,
+        "root": root.digest.hex() if root else None,
+        "placeholder": root.is_placeholder if root else None,
+        "warnings": warnings,
+    }
