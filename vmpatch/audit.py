@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``vmpatch verify``: judge module files against a vmlinux, as the kernel will.
+
+Builds the :class:`~vmpatch.verify.KernelModel` from the image (its root, and
+whether it can check PKCS#7 signatures at all) and runs
+:func:`~vmpatch.verify.kernel_verdict` over each module's kernel-visible bytes
+(decompressed for ``.ko.gz``/``.ko.xz``/``.ko.zst``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmpatch.elf import open_elf
+from vmpatch.verify import KernelModel, Pkcs7Support, Verdict, kernel_verdict
+from vmpatch.vmlinux import read_root
+
+__all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
+
+#: Symbols only a kernel with CONFIG_MODULE_SIG links (kernel/module/signing.c and
+#: crypto/asymmetric_keys/pkcs7_verify.c via certs/system_keyring.c).
+_MODULE_SIG_SYMBOLS = ("module_sig_check", "verify_pkcs7_signature")
+
+
+@dataclass(frozen=True)
+class FileVerdict:
+    path: Path
+    verdict: Verdict
+
+
+def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
+    """The root of ``vmlinux`` and whether it has module signing."""
+    root = read_root(vmlinux)
+    with open_elf(vmlinux) as reader:
+        if reader.section(".symtab") is None:
+            pkcs7 = Pkcs7Support.UNKNOWN
+        elif any(reader.find_symbols(name) for name in _MODULE_SIG_SYMBOLS):
+            pkcs7 = Pkcs7Support.YES
+        else:
+            pkcs7 = Pkcs7Support.NO
+    return KernelModel(root=root, merkle=True, pkcs7=pkcs7)
+
+
+def modules_of_build_dir(
+    build_dir: str | os.PathLike[str], suffix: str | None = None
+) -> list[Path]:
+    """The module files a build tree's modules.order names, in order."""
+    from vmpatch.treegen import plan_tree
+
+    plan = plan_tree(build_dir, suffix=suffix)
+    return [m.module for m in plan.modules]
+
+
+def verify_files(
+    kernel: KernelModel,
+    paths: Sequence[Path],
+    *,
+    max_size: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileVerdict]:
+    """The kernel's verdict for every module file, in the order given."""
+    from vmpatch.compression import DEFAULT_MAX_DECOMPRESSED, read_module
+    from vmpatch.merkle import default_workers
+
+    limit = max_size or DEFAULT_MAX_DECOMPRESSED
+
+    def judge(path: Path) -> FileVerdict:
+        content = read_module(path, max_size=limit)
+        return FileVerdict(path, kernel_verdict(content.data, kernel))
+
+    results = []
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        for done, result in enumerate(pool.map(judge, paths), start=1):
+            results.append(result)
+            if progress:
+                progress(done)
+    return results

@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Parse ``modules.order``: the list, and the order, that positions come from.
+
+A module's position in the tree is its line number in this file, so the file
+is read strictly: anything kbuild would never write (CRLF line ends, stray
+whitespace, empty lines, duplicates, paths escaping the tree) is an error
+naming the line, never silently "fixed" into a different tree.
+
+Two layouts exist. In a build tree each line is ``path/to/mod.o`` and the
+module is ``path/to/mod`` + suffix (``.ko``, or ``.ko.stripped`` when kbuild
+strips at build time). An installed tree (``lib/modules/KVER/modules.order``)
+lists ``kernel/path/to/mod.ko`` in the same order (FORMAT.md section 6); it is
+recognised and reported as not supported yet, so the reader already knows
+the difference when support arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmpatch.errors import InputError, SystemFailure, UnsupportedLayout
+
+__all__ = ["OrderEntry", "read_modules_order"]
+
+
+@dataclass(frozen=True)
+class OrderEntry:
+    """One line of modules.order: its position and the module it names."""
+
+    index: int  # 0-based position in the tree (pos in the proof)
+    line_no: int  # 1-based, for messages
+    name: str  # the line as written, e.g. "lib/crc7.o"
+    stem: str  # the path without ".o", e.g. "lib/crc7"
+
+    def module_path(self, base: Path, suffix: str) -> Path:
+        return base / (self.stem + suffix)
+
+
+def _check_line(order_file: Path, line_no: int, raw: str) -> str:
+    def bad(reason: str) -> InputError:
+        return InputError(order_file, f"line {line_no}: {reason}")
+
+    if raw.endswith("\r") or "\r" in raw:
+        raise bad("carriage return (CRLF line ends?)")
+    if not raw:
+        raise bad("empty line")
+    if raw != raw.strip() or any(c.isspace() for c in raw):
+        raise bad(f"whitespace in {raw!r}")
+    if raw.startswith("/"):
+        raise bad(f"absolute path {raw!r} escapes the tree")
+    normal = posixpath.normpath(raw)
+    if normal == ".." or normal.startswith("../") or ".." in raw.split("/"):
+        raise bad(f"{raw!r} escapes the tree")
+    if raw.startswith("kernel/") and raw.endswith(".ko"):
+        raise UnsupportedLayout(
+            order_file,
+            f"line {line_no}: {raw!r} is the installed layout (kernel/...ko); "
+            "installed trees are not supported yet, use the build tree",
+        )
+    if not raw.endswith(".o"):
+        raise bad(f"{raw!r} does not end in .o")
+    return normal
+
+
+def read_modules_order(order_file: str | os.PathLike[str]) -> list[OrderEntry]:
+    """Every entry of a build tree's modules.order, validated; [] for an empty file."""
+    order_file = Path(order_file)
+    try:
+        data = order_file.read_bytes()
+    except FileNotFoundError as err:
+        raise InputError(order_file, "no such file (is this a kernel build tree?)") from err
+    except OSError as err:
+        raise SystemFailure.from_oserror(order_file, err, "read") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = data[: err.start].count(b"\n") + 1
+        raise InputError(order_file, f"line {line_no}: not valid UTF-8") from err
+    if not text:
+        return []
+    if not text.endswith("\n"):
+        text += "\n"  # a missing final newline is harmless
+    entries: list[OrderEntry] = []
+    seen: dict[str, int] = {}
+    for line_no, raw in enumerate(text.split("\n")[:-1], start=1):
+        normal = _check_line(order_file, line_no, raw)
+        if normal in seen:
+            raise InputError(order_file, f"line {line_no}: {raw!r} repeats line {seen[normal]}")
+        seen[normal] = line_no
+        entries.append(OrderEntry(len(entries), line_no, raw, normal[: -len(".o")]))
+    return entries

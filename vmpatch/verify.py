@@ -1,0 +1,153 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The kernel's verdict on a module, reproduced offline.
+
+Keep in sync with the v5 series: ``kernel/module/auth.c`` (``module_auth_check``,
+``mod_verify_sig``), ``kernel/module_signature.c`` (``mod_check_sig``) and
+``kernel/module/hashes.c`` (``module_hash_check``); FORMAT.md section 4 lists
+the checks in the order the kernel makes them. The first failing check
+decides the errno, exactly as at load time.
+
+This module shares no tree-building code with :mod:`vmpatch.merkle`: it reads
+the raw trailer bytes itself and recomputes the root bottom-up from the proof,
+like the kernel, so that a bug in the generator cannot be hidden by the same
+bug here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+from vmpatch.rootrecord import ModuleHashesRoot
+
+__all__ = ["KernelModel", "Pkcs7Support", "Verdict", "kernel_verdict"]
+
+_MARKER = b"~Module signature appended~\n"  # MODULE_SIGNATURE_MARKER
+_INFO = struct.Struct(">BBBBB3sI")  # struct module_signature, 12 bytes
+_TYPE_PKCS7 = 2
+_TYPE_MERKLE = 3
+_DIGEST = 32
+
+#: errnos the kernel tolerates when it does not enforce (module_auth_check's switch).
+_SOFT_ERRORS = {
+    "ENODATA": "unsigned module",
+    "ENOPKG": "unsupported crypto",
+    "ENOKEY": "unavailable key",
+}
+
+
+class Pkcs7Support(Enum):
+    """Whether the kernel can check a PKCS#7 signature (CONFIG_MODULE_SIG)."""
+
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """What the verdict depends on: the root, and the signature types the kernel knows."""
+
+    root: ModuleHashesRoot
+    merkle: bool = True  # CONFIG_MODULE_HASHES: the image has .module_hashes
+    pkcs7: Pkcs7Support = Pkcs7Support.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The kernel's answer for one module.
+
+    ``errno`` is None for ACCEPT; ``load_result`` is what ``finit_module``
+    returns when the kernel enforces (module.sig_enforce / MODULE_SIG_FORCE),
+    ``lockdown_result`` what it returns under lockdown without enforcement.
+    ``checked`` is False for a PKCS#7 signature, which needs the kernel's
+    keyring and is never judged here.
+    """
+
+    verdict: str  # "ACCEPT", "REJECT" or "UNCHECKED"
+    errno: str | None
+    load_result: str
+    lockdown_result: str
+    reason: str
+    trailer: str  # "none", "merkle", "pkcs7", "unknown"
+    position: int | None = None
+    proof_levels: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == "ACCEPT"
+
+
+def _reject(errno: str, reason: str, trailer: str, **extra: int | None) -> Verdict:
+    if errno in _SOFT_ERRORS:
+        load, lockdown = "EKEYREJECTED", "EPERM"
+        reason = f"{reason} ({_SOFT_ERRORS[errno]})"
+    else:  # EBADMSG and the rest are fatal even when nothing is enforced
+        load = lockdown = errno
+    return Verdict("REJECT", errno, load, lockdown, reason, trailer, **extra)  # type: ignore[arg-type]
+
+
+def _type_name(id_type: int) -> str:
+    return {_TYPE_PKCS7: "pkcs7", _TYPE_MERKLE: "merkle"}.get(id_type, "unknown")
+
+
+def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
+    """Judge ``module`` (the kernel-visible, decompressed bytes) as the kernel would."""
+    length = len(module)
+    # 1. The marker. (Modules loaded with --force skip the check; not modelled.)
+    if length <= len(_MARKER) or bytes(module[length - len(_MARKER) :]) != _MARKER:
+        return _reject("ENODATA", "no module signature marker", "none")
+    remaining = length - len(_MARKER)
+    # 2. Room for struct module_signature.
+    if remaining <= _INFO.size:
+        return _reject("EBADMSG", f"only {remaining} bytes before the marker", "unknown")
+    algo, hash_, id_type, signer_len, key_id_len, pad, sig_len = _INFO.unpack_from(
+        module, remaining - _INFO.size
+    )
+    kind = _type_name(id_type)
+    # 3. A type this kernel supports, before any other field is looked at.
+    if id_type == _TYPE_MERKLE and not kernel.merkle:
+        return _reject("ENOPKG", "Merkle proof, but the kernel has no MODULE_HASHES", kind)
+    if id_type == _TYPE_PKCS7 and kernel.pkcs7 is Pkcs7Support.NO:
+        return _reject("ENOPKG", "PKCS#7 signature, but the kernel has no MODULE_SIG", kind)
+    if id_type not in (_TYPE_MERKLE, _TYPE_PKCS7):
+        return _reject("ENOPKG", f"unknown signature type {id_type}", kind)
+    # 4. mod_check_sig: sig_len must leave module bytes; reserved fields zero.
+    if sig_len >= remaining - _INFO.size:
+        return _reject(
+            "EBADMSG",
+            f"sig_len {sig_len} does not fit in {remaining - _INFO.size} bytes",
+            kind,
+        )
+    if algo or hash_ or signer_len or key_id_len or any(pad):
+        return _reject("EBADMSG", "signature info has non-zero reserved fields", kind)
+    # 5. The module proper.
+    module_len = remaining - _INFO.size - sig_len
+    if id_type == _TYPE_PKCS7:
+        reason = (
+            "PKCS#7 signature: needs the kernel's keyring, not checked here"
+            if kernel.pkcs7 is Pkcs7Support.YES
+            else "PKCS#7 signature: cannot tell whether the kernel has MODULE_SIG; not checked"
+        )
+        return Verdict("UNCHECKED", None, "unknown", "unknown", reason, kind)
+    # 6. module_hash_check.
+    levels = kernel.root.levels
+    if sig_len != 4 + _DIGEST * levels:
+        have = (sig_len - 4) / _DIGEST
+        have_text = str(int(have)) if have == int(have) else f"{sig_len}-byte"
+        return _reject("ENOPKG", f"proof has {have_text} levels, kernel root has {levels}", kind)
+    proof_at = module_len
+    (pos,) = struct.unpack_from(">I", module, proof_at)
+    cur = hashlib.sha256(b"\x01" + struct.pack(">I", pos) + bytes(module[:module_len])).digest()
+    for level in range(levels):
+        start = proof_at + 4 + _DIGEST * level
+        sibling = bytes(module[start : start + _DIGEST])
+        pair = cur + sibling if (pos >> level) & 1 == 0 else sibling + cur
+        cur = hashlib.sha256(b"\x02" + pair).digest()
+    if cur != kernel.root.digest:
+        return _reject(
+            "ENOKEY", f"hash mismatch at position {pos}", kind, position=pos, proof_levels=levels
+        )
+    return Verdict("ACCEPT", None, "0", "0", f"proof verifies at position {pos}", kind, pos, levels)
