@@ -1,0 +1,309 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""vmpatch.compression against the real gzip, xz and zstd command-line tools."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import require_tool
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmpatch.compression import (
+    XZ_DICT_SIZE,
+    Codec,
+    codec_for_path,
+    compress,
+    decompress,
+    read_module,
+)
+from vmpatch.errors import InputError
+
+PACKAGES = {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd"}
+CLI = {Codec.GZIP: "gzip", Codec.XZ: "xz", Codec.ZSTD: "zstd"}
+COMPRESSED = [Codec.GZIP, Codec.XZ, Codec.ZSTD]
+
+
+def _payload() -> bytes:
+    """Module-like bytes: an ELF magic, some incompressible and some repetitive data."""
+    return b"\x7fELF" + os.urandom(70_000) + b"\0" * 50_000 + b"license=GPL\0" * 500
+
+
+def _cli(codec: Codec) -> str:
+    name = CLI[codec]
+    return require_tool(name, PACKAGES[name])
+
+
+def _cli_compress(codec: Codec, src: Path) -> Path:
+    """Compress ``src`` with the CLI exactly as kbuild's Makefile.modinst does."""
+    tool = _cli(codec)
+    dst = src.with_name(src.name + codec.suffix)
+    argv = {
+        Codec.GZIP: [tool, "-n", "-c", str(src)],
+        Codec.XZ: [tool, "--check=crc32", "--lzma2=dict=1MiB", "-c", str(src)],
+        Codec.ZSTD: [tool, "-T0", "-q", "-c", str(src)],
+    }[codec]
+    dst.write_bytes(subprocess.run(argv, check=True, capture_output=True).stdout)
+    return dst
+
+
+@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+def test_cli_compressed_module_reads_back(tmp_path: Path, codec: Codec) -> None:
+    data = _payload()
+    src = tmp_path / "mod.ko"
+    src.write_bytes(data)
+    module = read_module(_cli_compress(codec, src))
+    assert module.codec is codec
+    assert module.data == data
+    assert module.path == src.with_name("mod.ko" + codec.suffix)
+
+
+def test_plain_module_reads_unchanged(tmp_path: Path) -> None:
+    data = _payload()
+    (tmp_path / "mod.ko").write_bytes(data)
+    module = read_module(tmp_path / "mod.ko")
+    assert module.codec is Codec.NONE
+    assert module.data == data
+
+
+@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+def test_compress_output_decompresses_with_cli(tmp_path: Path, codec: Codec) -> None:
+    data = _payload()
+    out = tmp_path / ("mod.ko" + codec.suffix)
+    out.write_bytes(compress(data, codec))
+    result = subprocess.run([_cli(codec), "-d", "-c", str(out)], check=True, capture_output=True)
+    assert result.stdout == data
+    # And the CLI's own integrity test agrees.
+    subprocess.run([_cli(codec), "-t", str(out)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("codec", list(Codec), ids=lambda c: c.label)
+def test_compress_is_deterministic(codec: Codec) -> None:
+    data = _payload()
+    assert compress(data, codec) == compress(data, codec)
+
+
+def test_xz_parameters_match_kbuild(tmp_path: Path) -> None:
+    out = tmp_path / "mod.ko.xz"
+    out.write_bytes(compress(_payload(), Codec.XZ))
+    robot = subprocess.run(
+        [_cli(Codec.XZ), "--list", "--robot", "-vv", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    streams = [line.split("\t") for line in robot.splitlines() if line.startswith("stream\t")]
+    assert len(streams) == 1
+    assert streams[0][8] == "CRC32"  # the check column of the "stream" line
+    blocks = [line.split("\t") for line in robot.splitlines() if line.startswith("block\t")]
+    assert blocks, robot
+    for block in blocks:
+        assert "dict=1MiB" in block[-1], block  # the filter chain of the block
+    assert XZ_DICT_SIZE == 1 << 20
+
+
+def test_gzip_header_like_gzip_n() -> None:
+    blob = compress(_payload(), Codec.GZIP)
+    assert blob[:3] == b"\x1f\x8b\x08"
+    assert blob[3] == 0  # no FNAME, no other flags: what `gzip -n` writes
+    assert blob[4:8] == b"\0\0\0\0"  # mtime 0
+
+
+def test_zstd_frame_has_checksum_and_content_size(tmp_path: Path) -> None:
+    import zstandard
+
+    data = _payload()
+    blob = compress(data, Codec.ZSTD)
+    params = zstandard.get_frame_parameters(blob)
+    assert params.has_checksum
+    assert params.content_size == len(data)
+    out = tmp_path / "mod.ko.zst"
+    out.write_bytes(blob)
+    listing = subprocess.run(
+        [_cli(Codec.ZSTD), "-lv", str(out)], check=True, capture_output=True, text=True
+    ).stdout
+    assert "XXH64" in listing
+
+
+@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+def test_decompression_bomb_is_bounded(tmp_path: Path, codec: Codec) -> None:
+    """300 MiB of zeros made by the CLI is refused with a 1 MiB limit, quickly."""
+    tool = _cli(codec)
+    bomb = tmp_path / ("bomb.ko" + codec.suffix)
+    with bomb.open("wb") as out:
+        zeros = subprocess.Popen(
+            ["head", "-c", str(300 << 20), "/dev/zero"], stdout=subprocess.PIPE
+        )
+        extra = {Codec.GZIP: ["-n"], Codec.XZ: ["--check=crc32"], Codec.ZSTD: ["-q"]}[codec]
+        subprocess.run([tool, *extra, "-c"], stdin=zeros.stdout, stdout=out, check=True)
+        assert zeros.stdout is not None
+        zeros.stdout.close()
+        assert zeros.wait() == 0
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(InputError) as err:
+        read_module(bomb, max_size=1 << 20)
+    assert str(bomb) in str(err.value)
+    assert "exceeds 1048576 bytes" in str(err.value)
+    assert "--max-decompressed" in str(err.value)
+
+
+def test_zstd_bomb_without_declared_size_is_bounded(tmp_path: Path) -> None:
+    """A streamed zstd frame (no content size in the header) is bounded while decoding."""
+    tool = _cli(Codec.ZSTD)
+    bomb = tmp_path / "bomb.ko.zst"
+    with bomb.open("wb") as out:
+        zeros = subprocess.Popen(["head", "-c", str(64 << 20), "/dev/zero"], stdout=subprocess.PIPE)
+        subprocess.run([tool, "-q", "--no-content-size", "-c"], stdin=zeros.stdout, stdout=out)
+        assert zeros.stdout is not None
+        zeros.stdout.close()
+        zeros.wait()
+    import zstandard
+
+    assert zstandard.frame_content_size(bomb.read_bytes()) == -1
+    with pytest.raises(InputError, match="exceeds"):
+        read_module(bomb, max_size=1 << 20)
+
+
+def test_plain_module_over_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.ko"
+    path.write_bytes(b"\x7fELF" + bytes(2000))
+    with pytest.raises(InputError, match="exceeds 1000 bytes"):
+        read_module(path, max_size=1000)
+
+
+def test_limit_is_inclusive(tmp_path: Path) -> None:
+    data = b"\x7fELF" + bytes(4092)
+    for codec in COMPRESSED:
+        path = tmp_path / ("m.ko" + codec.suffix)
+        path.write_bytes(compress(data, codec))
+        assert read_module(path, max_size=4096).data == data
+        with pytest.raises(InputError, match="exceeds 4095 bytes"):
+            read_module(path, max_size=4095)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+def test_truncated_stream(tmp_path: Path, codec: Codec) -> None:
+    src = tmp_path / "mod.ko"
+    src.write_bytes(_payload())
+    good = _cli_compress(codec, src)
+    blob = good.read_bytes()
+    for cut in (len(blob) // 2, len(blob) - 1):
+        bad = tmp_path / ("cut.ko" + codec.suffix)
+        bad.write_bytes(blob[:cut])
+        with pytest.raises(InputError) as err:
+            read_module(bad)
+        assert str(bad) in str(err.value)
+        assert codec.label in str(err.value)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+def test_corrupt_stream(tmp_path: Path, codec: Codec) -> None:
+    src = tmp_path / "mod.ko"
+    src.write_bytes(_payload())
+    blob = bytearray(_cli_compress(codec, src).read_bytes())
+    # Flip bits in the middle of the compressed payload and in the checksum.
+    blob[len(blob) // 2] ^= 0xFF
+    blob[-2] ^= 0x55
+    bad = tmp_path / ("bad.ko" + codec.suffix)
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(InputError) as err:
+        read_module(bad)
+    assert str(bad) in str(err.value)
+    assert codec.label in str(err.value)
+    # The CLI agrees that the file is damaged.
+    assert subprocess.run([_cli(codec), "-t", str(bad)], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+def test_second_stream_and_trailing_garbage_rejected(tmp_path: Path, codec: Codec) -> None:
+    data = _payload()
+    one = compress(data, codec)
+    for tail, word in ((one, "another stream"), (b"garbage!", "trailing garbage")):
+        bad = tmp_path / ("two.ko" + codec.suffix)
+        bad.write_bytes(one + tail)
+        with pytest.raises(InputError, match=word) as err:
+            read_module(bad)
+        assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("mod.ko.gz", b"\xfd7zXZ\x00rest"),
+        ("mod.ko.xz", b"\x1f\x8b\x08\x00rest"),
+        ("mod.ko.zst", b"\x7fELF\x02\x01\x01"),
+        ("mod.ko", b"\x28\xb5\x2f\xfd rest"),
+        ("mod.ko", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),
+    ],
+)
+def test_suffix_and_magic_must_agree(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        read_module(path)
+    assert str(path) in str(err.value)
+    assert "magic" in str(err.value)
+
+
+def test_gzip_with_name_is_accepted_but_extra_fields_are_not(tmp_path: Path) -> None:
+    """The kernel skips FNAME itself but cannot parse FEXTRA/FCOMMENT/FHCRC."""
+    data = _payload()
+    src = tmp_path / "mod.ko"
+    src.write_bytes(data)
+    named = subprocess.run(
+        [_cli(Codec.GZIP), "-c", "--name", str(src)], check=True, capture_output=True
+    ).stdout
+    assert named[3] & 0x08  # FNAME set
+    (tmp_path / "named.ko.gz").write_bytes(named)
+    assert read_module(tmp_path / "named.ko.gz").data == data
+    blob = bytearray(gzip.compress(data, mtime=0))
+    blob[3] |= 0x10  # FCOMMENT
+    (tmp_path / "comment.ko.gz").write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="FCOMMENT"):
+        read_module(tmp_path / "comment.ko.gz")
+
+
+def test_missing_file_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.ko\.xz"):
+        read_module(tmp_path / "missing.ko.xz")
+
+
+def test_codec_for_path() -> None:
+    assert codec_for_path("a/b.ko") is Codec.NONE
+    assert codec_for_path("a/b.ko.gz") is Codec.GZIP
+    assert codec_for_path("a/b.ko.xz") is Codec.XZ
+    assert codec_for_path("a/b.ko.zst") is Codec.ZSTD
+    assert codec_for_path("a/b.ko.stripped") is Codec.NONE
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=5000), codec=st.sampled_from(COMPRESSED))
+def test_roundtrip(data: bytes, codec: Codec) -> None:
+    assert decompress(compress(data, codec), codec) == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codec=st.sampled_from(COMPRESSED),
+    cut=st.integers(min_value=0, max_value=400),
+    flip=st.integers(min_value=0, max_value=399),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_damaged_input_never_escapes_as_another_exception(
+    codec: Codec, cut: int, flip: int, mask: int
+) -> None:
+    data = b"\x7fELF" + bytes(range(256)) * 4
+    blob = bytearray(compress(data, codec))
+    if flip < len(blob):
+        blob[flip] ^= mask
+    blob = blob[: max(cut, len(codec.magic))]
+    try:
+        out = decompress(bytes(blob), codec, path="fuzz.ko" + codec.suffix)
+    except InputError as err:
+        assert "fuzz.ko" in str(err)
+    else:
+        assert isinstance(out, bytes)

@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""vmpatch.modinfo against gcc-built objects, readelf and openssl-made signatures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import require, require_tool
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmpatch.errors import InputError
+from vmpatch.modinfo import describe_pkcs7, read_modinfo
+
+FIELDS = [
+    "license=GPL",
+    "author=Jane Doe <jane@example.org>",
+    "description=test module with = in it",
+    "alias=pci:v00008086d00001234sv*sd*bc*sc*i*",
+    "alias=usb:v1234p5678d*",
+    "depends=",
+    "name=vmpatch_test",
+    "vermagic=6.15.0 SMP preempt mod_unload ",
+]
+
+
+def _source() -> str:
+    lines = []
+    for i, field in enumerate(FIELDS):
+        text = field.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(
+            f'static const char mi{i}[] __attribute__((used, section(".modinfo"), aligned(1)))'
+            f' = "{text}";'
+        )
+    lines.append("int init_module(void) { return 0; }")
+    return "\n".join(lines) + "\n"
+
+
+def _build(tmp_path: Path, extra: list[str] | None = None, source: str | None = None) -> Path:
+    gcc = require_tool("gcc", "gcc")
+    c_file = tmp_path / "mod.c"
+    c_file.write_text(_source() if source is None else source)
+    ko = tmp_path / "mod.ko"
+    subprocess.run([gcc, "-c", "-g", "-O2", *(extra or []), "-o", str(ko), str(c_file)], check=True)
+    return ko
+
+
+def _readelf_modinfo(path: Path) -> list[str]:
+    """The strings ``readelf -p .modinfo`` shows, in order."""
+    readelf = require_tool("readelf", "binutils")
+    out = subprocess.run(
+        [readelf, "-p", ".modinfo", str(path)], check=True, capture_output=True, text=True
+    ).stdout
+    return [m.group(1) for m in re.finditer(r"^\s*\[\s*[0-9a-f]+\]\s\s(.*)$", out, re.M)]
+
+
+def test_fields_match_readelf(tmp_path: Path) -> None:
+    ko = _build(tmp_path)
+    info = read_modinfo(ko.read_bytes(), ko)
+    shown = _readelf_modinfo(ko)
+    assert sorted(shown) == sorted(FIELDS)
+    # gcc emits the strings in its own order: readelf's order is the file order.
+    expected: dict[str, list[str]] = {}
+    for line in shown:
+        key, _, value = line.partition("=")
+        expected.setdefault(key, []).append(value)
+    assert info == expected
+    assert sorted(info["alias"]) == sorted(f.partition("=")[2] for f in FIELDS[3:5])
+    assert info["depends"] == [""]
+
+
+def test_32bit_object(tmp_path: Path) -> None:
+    """ELFCLASS32 objects parse too (i386 modules)."""
+    require(_can_m32(tmp_path), "gcc -m32 is not available (apt-get install gcc-multilib)")
+    ko = _build(tmp_path, ["-m32"])
+    assert ko.read_bytes()[4] == 1  # ELFCLASS32
+    assert read_modinfo(ko.read_bytes(), ko)["license"] == ["GPL"]
+
+
+def _can_m32(tmp_path: Path) -> bool:
+    gcc = require_tool("gcc", "gcc")
+    probe = tmp_path / "probe.c"
+    probe.write_text("int x;\n")
+    result = subprocess.run(
+        [gcc, "-m32", "-c", "-o", str(tmp_path / "probe.o"), str(probe)], capture_output=True
+    )
+    return result.returncode == 0
+
+
+def test_no_modinfo_section_is_empty(tmp_path: Path) -> None:
+    ko = _build(tmp_path, source="int f(void) { return 1; }\n")
+    assert read_modinfo(ko.read_bytes(), ko) == {}
+
+
+def test_trailer_does_not_disturb_parsing(tmp_path: Path) -> None:
+    ko = _build(tmp_path)
+    data = ko.read_bytes() + b"\0" * 48 + b"~Module signature appended~\n"
+    assert read_modinfo(data, ko)["license"] == ["GPL"]
+
+
+def test_not_elf_and_not_rel(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not an ELF file") as err:
+        read_modinfo(b"hello world", tmp_path / "x.ko")
+    assert "x.ko" in str(err.value)
+    gcc = require_tool("gcc", "gcc")
+    c_file = tmp_path / "main.c"
+    c_file.write_text("int main(void) { return 0; }\n")
+    exe = tmp_path / "a.out"
+    subprocess.run([gcc, "-o", str(exe), str(c_file)], check=True)
+    with pytest.raises(InputError, match="ET_REL"):
+        read_modinfo(exe.read_bytes(), exe)
+
+
+def test_truncated_module(tmp_path: Path) -> None:
+    ko = _build(tmp_path)
+    data = ko.read_bytes()
+    for cut in (20, 64, len(data) // 2):
+        with pytest.raises(InputError) as err:
+            read_modinfo(data[:cut], ko)
+        assert str(ko) in str(err.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(offset=st.integers(min_value=0, max_value=63), value=st.integers(0, 255))
+def test_damaged_header_only_raises_input_error(offset: int, value: int) -> None:
+    data = bytearray(_FUZZ_BASE)
+    data[offset] = value
+    try:
+        read_modinfo(bytes(data), "fuzz.ko")
+    except InputError as err:
+        assert "fuzz.ko" in str(err)
+
+
+def _fuzz_base(modinfo: bytes = b"license=GPL\0name=x\0") -> bytes:
+    """A minimal valid ELF64 LE ET_REL with a .modinfo and .shstrtab, built by hand."""
+    import struct
+
+    shstr = b"\0.modinfo\0.shstrtab\0"
+    body = modinfo + shstr
+    shoff = 64 + len(body)
+    header = b"\x7fELF\x02\x01\x01" + bytes(9)
+    header += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 2)
+    null = bytes(64)
+    sec_modinfo = struct.pack("<IIQQQQIIQQ", 1, 1, 2, 0, 64, len(modinfo), 0, 0, 1, 0)
+    sec_shstr = struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, 64 + len(modinfo), len(shstr), 0, 0, 1, 0)
+    return header + body + null + sec_modinfo + sec_shstr
+
+
+_FUZZ_BASE = _fuzz_base()
+
+
+def test_hand_built_base_is_valid() -> None:
+    assert read_modinfo(_FUZZ_BASE, "base.ko") == {"license": ["GPL"], "name": ["x"]}
+
+
+def test_odd_strings() -> None:
+    """Padding NULs are skipped, a string without '=' keeps an empty value, bad UTF-8 shows."""
+    data = _fuzz_base(b"\0\0flag\0author=J\xf6rg\0\0a=b=c\0")
+    assert read_modinfo(data, "odd.ko") == {"flag": [""], "author": ["J\\xf6rg"], "a": ["b=c"]}
+
+
+# --- PKCS#7 -------------------------------------------------------------------------------
+
+
+def _openssl_sign(tmp_path: Path, module: Path) -> tuple[bytes, str, str]:
+    """Sign like sign-file does; return (DER, serial hex, subject line) from openssl."""
+    openssl = require_tool("openssl", "openssl")
+    key, cert, sig = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "mod.sig"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+         "/CN=vmpatch test key/", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [openssl, "cms", "-sign", "-binary", "-noattr", "-nocerts", "-outform", "DER",
+         "-md", "sha256", "-signer", str(cert), "-inkey", str(key), "-in", str(module),
+         "-out", str(sig)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    shown = subprocess.run(
+        [openssl, "x509", "-noout", "-serial", "-subject", "-in", str(cert)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    serial = re.search(r"^serial=([0-9A-F]+)$", shown, re.M)
+    subject = re.search(r"^subject=(.*)$", shown, re.M)
+    assert serial and subject, shown
+    return sig.read_bytes(), serial.group(1), subject.group(1)
+
+
+def test_pkcs7_signer_matches_openssl(tmp_path: Path) -> None:
+    module = tmp_path / "mod.ko"
+    module.write_bytes(b"\x7fELF" + bytes(1000))
+    der, serial, subject = _openssl_sign(tmp_path, module)
+    info = describe_pkcs7(der, path=module)
+    assert "vmpatch test key" in subject
+    assert info.signer == "vmpatch test key"
+    hex_serial = serial if len(serial) % 2 == 0 else "0" + serial
+    expected = ":".join(hex_serial[i : i + 2] for i in range(0, len(hex_serial), 2))
+    assert info.key_id == expected
+    assert info.hash_algo == "sha256"
+    assert info.signature_algo == "rsassa_pkcs1v15"
+
+
+@pytest.mark.parametrize(
+    "blob", [b"", b"\x30\x03\x02\x01", b"not der at all", b"\x30\x80" + bytes(10)]
+)
+def test_malformed_pkcs7_is_input_error(blob: bytes) -> None:
+    with pytest.raises(InputError, match=r"mod\.ko"):
+        describe_pkcs7(blob, path="mod.ko")
+
+
+def test_truncated_real_signature_is_input_error(tmp_path: Path) -> None:
+    module = tmp_path / "mod.ko"
+    module.write_bytes(b"\x7fELF" + bytes(100))
+    der, _serial, _subject = _openssl_sign(tmp_path, module)
+    for cut in (10, len(der) // 2, len(der) - 1):
+        with pytest.raises(InputError):
+            describe_pkcs7(der[:cut], path=module)

@@ -1,0 +1,374 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""INSTALL_MOD_STRIP, reproduced exactly as kbuild applies it (FORMAT.md section 5).
+
+With MODULE_HASHES the bytes hashed must be the bytes installed, so when
+modules are stripped the tree is computed over ``%.ko.stripped`` files that
+kbuild makes with ``cp $< $@`` followed by ``$(STRIP) $(mod-strip-option) $@``.
+vmpatch must produce the same bytes: the same option list, the same strip
+program (GNU strip and llvm-strip differ byte-wise) and nothing else. This
+module maps INSTALL_MOD_STRIP and the make variables to that command, runs
+it, and records which program and version produced a tree so a later run
+can tell whether it would reproduce the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vmpatch.errors import InputError, SystemFailure, ToolError
+from vmpatch.fsutil import atomic_write
+
+__all__ = [
+    "RECORD_NAME",
+    "SIGNATURE_MARKER",
+    "StripRecord",
+    "auto_conf_install_strip",
+    "probe_program",
+    "read_record",
+    "strip_modules",
+    "strip_options",
+    "strip_program",
+    "write_record",
+]
+
+RECORD_NAME = "vmpatch-strip.json"
+"""The file next to a tree that records how its modules were stripped."""
+
+SIGNATURE_MARKER = b"~Module signature appended~\n"
+"""The 28-byte trailer marker (FORMAT.md section 3)."""
+
+_CONFIG_KEY = "CONFIG_MODULE_INSTALL_STRIP="
+
+
+def strip_options(install_mod_strip: str | None) -> list[str] | None:
+    """The options kbuild passes to ``$(STRIP)`` for an INSTALL_MOD_STRIP value.
+
+    ``None`` means "do not strip, copy unchanged" (make's ``ifdef`` is false
+    for an unset or empty variable). ``"1"`` means ``--strip-debug``. Any
+    other value is the option list itself; make pastes it unquoted into a
+    shell command, so it is split the way the shell would split it. A value
+    of only blanks is "defined" for make and gives an empty list: strip runs
+    with no options, i.e. strips everything, exactly as kbuild would.
+    """
+    if not install_mod_strip:
+        return None
+    if install_mod_strip == "1":
+        return ["--strip-debug"]
+    try:
+        return shlex.split(install_mod_strip)
+    except ValueError as err:
+        raise InputError(None, f"INSTALL_MOD_STRIP={install_mod_strip!r}: {err}") from None
+
+
+def strip_program(
+    *, llvm: str | None = None, cross_compile: str = "", override: str | None = None
+) -> str:
+    """The ``$(STRIP)`` of kbuild's top Makefile.
+
+    ``override`` is ``make STRIP=...``: a command-line variable beats the
+    Makefile's assignment. An environment variable ``STRIP`` does not (the
+    Makefile assigns STRIP unconditionally, and make lets a Makefile
+    assignment win over the environment unless ``-e`` is used), so it is
+    deliberately not consulted here. ``llvm`` is the value of ``LLVM``:
+    ``"1"``, a prefix directory ending in ``/``, or a version suffix starting
+    with ``-``; ``cross_compile`` is ``CROSS_COMPILE``.
+    """
+    if override:
+        return override
+    if llvm:
+        if llvm.endswith("/"):
+            return f"{llvm}llvm-strip"
+        if llvm.startswith("-"):
+            return f"llvm-strip{llvm}"
+        return "llvm-strip"
+    return f"{cross_compile}strip"
+
+
+@dataclass(frozen=True)
+class StripRecord:
+    """How a tree's modules were stripped: the input and the exact tool.
+
+    ``install_mod_strip`` is the INSTALL_MOD_STRIP value (``None`` when
+    unset); ``program`` is ``$(STRIP)`` as given; ``program_path`` is the
+    resolved executable (symlinks followed) and ``version`` the first line of
+    ``program --version``. Both are ``None`` when nothing was stripped.
+    """
+
+    install_mod_strip: str | None
+    program: str
+    program_path: str | None = None
+    version: str | None = None
+
+
+def _package_hint(program: str) -> str:
+    name = Path(program).name
+    if "llvm" in name:
+        return "install it (apt-get install llvm) or pass LLVM=/STRIP= to name another strip"
+    prefix = name[: -len("strip")] if name.endswith("strip") else ""
+    package = f"binutils-{prefix.rstrip('-')}" if prefix else "binutils"
+    return f"install it (apt-get install {package}) or pass STRIP= to name another strip"
+
+
+def _resolve(program: str) -> str:
+    found = shutil.which(program)
+    if found is None:
+        raise ToolError(program, "strip program not found", hint=_package_hint(program))
+    return found
+
+
+def probe_program(install_mod_strip: str | None, program: str) -> StripRecord:
+    """Build the :class:`StripRecord` for stripping with ``program`` now.
+
+    Runs ``program --version``; a missing or failing program is a
+    :class:`ToolError`. When INSTALL_MOD_STRIP says "do not strip" the
+    program is not needed and not probed.
+    """
+    if strip_options(install_mod_strip) is None:
+        return StripRecord(install_mod_strip or None, program)
+    path = _resolve(program)
+    try:
+        proc = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, errors="replace", check=False
+        )
+    except OSError as err:
+        raise ToolError(program, f"cannot run: {err.strerror or err}") from None
+    if proc.returncode != 0:
+        raise ToolError(program, f"--version failed: {_first_line(proc.stderr)}")
+    return StripRecord(install_mod_strip, program, os.path.realpath(path), _first_line(proc.stdout))
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def read_record(directory: str | os.PathLike[str]) -> StripRecord | None:
+    """Read ``vmpatch-strip.json`` from ``directory``; ``None`` when it is absent."""
+    path = Path(directory) / RECORD_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise SystemFailure.from_oserror(path, err, "read") from None
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+        record = StripRecord(**raw)
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"not a valid strip record: {err}") from None
+    for name in ("install_mod_strip", "program_path", "version"):
+        if not isinstance(getattr(record, name), (str, type(None))):
+            raise InputError(path, f"not a valid strip record: {name} is not a string")
+    if not isinstance(record.program, str):
+        raise InputError(path, "not a valid strip record: program is not a string")
+    return record
+
+
+def write_record(directory: str | os.PathLike[str], record: StripRecord) -> Path:
+    """Write ``record`` as ``vmpatch-strip.json`` in ``directory`` atomically; return its path."""
+    path = Path(directory) / RECORD_NAME
+    text = json.dumps(asdict(record), sort_keys=True, indent=2) + "\n"
+    atomic_write(path, text.encode("utf-8"))
+    return path
+
+
+def _unlink_quietly(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(OSError):
+        Path(path).unlink()
+
+
+def _unquote_kconfig(value: str) -> str | None:
+    """Undo kconfig's string quoting (``"..."``, ``\\`` escaping ``"`` and ``\\``).
+
+    ``None`` when ``value`` is not one well-formed quoted string.
+    """
+    if len(value) < 2 or not (value.startswith('"') and value.endswith('"')):
+        return None
+    out: list[str] = []
+    i, end = 1, len(value) - 1
+    while i < end:
+        ch = value[i]
+        if ch == "\\":
+            i += 1
+            if i >= end:
+                return None
+            ch = value[i]
+        elif ch == '"':
+            return None
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def auto_conf_install_strip(build_dir: str | os.PathLike[str]) -> str | None:
+    """CONFIG_MODULE_INSTALL_STRIP as recorded in ``include/config/auto.conf``.
+
+    ``None`` when the line is absent: the kernel has no such record (a
+    kernel without the series, or MODULES=n). Since Linux 5.18 (commit
+    129ab0d2d9f3) kconfig writes string values *unquoted* in auto.conf so
+    make can use them directly, and the series relies on that
+    (``ifneq ($(CONFIG_MODULE_INSTALL_STRIP),)``); an empty value is then
+    ``CONFIG_MODULE_INSTALL_STRIP=``. A value in kconfig's quoted form
+    (``"..."`` with backslash escapes, as in ``.config`` and older auto.conf)
+    is unquoted too; anything else is taken verbatim, as make takes it.
+    """
+    path = Path(build_dir) / "include" / "config" / "auto.conf"
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise InputError(
+            path, "missing: the build tree is not configured", hint="run make first"
+        ) from None
+    except OSError as err:
+        raise SystemFailure.from_oserror(path, err, "read") from None
+    found: str | None = None
+    for line in text.splitlines():
+        if line.startswith(_CONFIG_KEY):
+            found = line[len(_CONFIG_KEY) :]
+    if found is None:
+        return None
+    unquoted = _unquote_kconfig(found)
+    return found if unquoted is None else unquoted
+
+
+def _check_no_trailer(src: Path) -> None:
+    """Refuse a module that already carries a trailer: strip would drop it silently."""
+    try:
+        with open(src, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < len(SIGNATURE_MARKER):
+                return
+            fh.seek(size - len(SIGNATURE_MARKER))
+            tail = fh.read()
+    except FileNotFoundError:
+        raise InputError(src, "module not found") from None
+    except OSError as err:
+        raise SystemFailure.from_oserror(src, err, "read") from None
+    if tail == SIGNATURE_MARKER:
+        raise InputError(
+            src,
+            "already carries an appended signature or proof; stripping would drop it",
+            hint="strip the module as built, before signing or appending a proof",
+        )
+
+
+def _arg_budget() -> int:
+    """Bytes of command-line arguments one strip invocation may use.
+
+    Linux counts arguments and environment against ARG_MAX together; half
+    of what is left after the environment, capped, keeps a wide margin.
+    """
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        arg_max = 128 * 1024
+    env = sum(len(k) + len(v) + 2 for k, v in os.environ.items())
+    return max(4096, min((arg_max - env) // 2, 1024 * 1024))
+
+
+def _batches(head: list[str], files: list[str], budget: int) -> list[list[str]]:
+    """Split ``files`` into commands ``head + chunk`` each within ``budget`` bytes."""
+    base = sum(len(os.fsencode(a)) + 1 for a in head)
+    batches: list[list[str]] = []
+    chunk: list[str] = []
+    used = base
+    for name in files:
+        cost = len(os.fsencode(name)) + 1
+        if chunk and used + cost > budget:
+            batches.append(head + chunk)
+            chunk, used = [], base
+        chunk.append(name)
+        used += cost
+    if chunk:
+        batches.append(head + chunk)
+    return batches
+
+
+def _copy_to_temp(src: Path, dst: Path) -> str:
+    """``cp src dst`` into a temporary file next to ``dst``; return the temp path."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    except OSError as err:
+        raise SystemFailure.from_oserror(dst, err, "create a temporary file for") from None
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1024 * 1024)
+        shutil.copymode(src, tmp)
+    except FileNotFoundError:
+        _unlink_quietly(tmp)
+        raise InputError(src, "module not found") from None
+    except OSError as err:
+        _unlink_quietly(tmp)
+        raise SystemFailure.from_oserror(dst, err, "write") from None
+    return tmp
+
+
+def _run_strip(argv: list[str], program: str) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
+    except FileNotFoundError:
+        raise ToolError(program, "strip program not found", hint=_package_hint(program)) from None
+    except OSError as err:
+        raise ToolError(program, f"cannot run: {err.strerror or err}") from None
+    if proc.returncode != 0:
+        detail = _first_line(proc.stderr) or f"exit status {proc.returncode}"
+        raise ToolError(program, f"failed: {detail}")
+
+
+def strip_modules(
+    pairs: Sequence[tuple[Path, Path]],
+    options: Sequence[str] | None,
+    program: str,
+    *,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Make each ``dst`` from its ``src`` as kbuild makes ``%.ko.stripped``.
+
+    With ``options`` ``None`` each ``dst`` is a plain copy. Otherwise each
+    source is copied to a temporary file next to its ``dst`` and ``program
+    *options`` runs once over as many of those files as fit in ARG_MAX (GNU
+    strip and llvm-strip apply the options to every file operand, and give
+    the same bytes as one call per file). Only when every call succeeded are
+    the temporary files renamed over the destinations, so a failure leaves
+    no destination half-made. Each command is passed to ``echo`` as
+    ``+ cmd`` (the temporary names included, since that is what ran).
+
+    Sources that already end with the signature marker are refused before
+    anything runs: stripping would silently drop the trailer.
+    """
+    if options is not None:
+        for src, _dst in pairs:
+            _check_no_trailer(Path(src))
+    temps: list[tuple[str, Path]] = []
+    try:
+        for src, dst in pairs:
+            temps.append((_copy_to_temp(Path(src), Path(dst)), Path(dst)))
+        if options is not None and temps:
+            resolved = _resolve(program)
+            head = [program, *options]
+            for argv in _batches(head, [tmp for tmp, _ in temps], _arg_budget()):
+                if echo is not None:
+                    echo(f"+ {shlex.join(argv)}")
+                _run_strip([resolved, *argv[1:]], program)
+        for tmp, dst in temps:
+            try:
+                Path(tmp).replace(dst)
+            except OSError as err:
+                raise SystemFailure.from_oserror(dst, err, "replace") from None
+        temps.clear()
+    finally:
+        for tmp, _dst in temps:
+            _unlink_quietly(tmp)
