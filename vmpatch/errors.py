@@ -22,6 +22,7 @@ Exit codes (documented in README.md, pinned by tests/test_cli_contract.py):
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import ClassVar
 
@@ -103,9 +104,16 @@ class SystemFailure(VmpatchError):
     exit_code = EXIT_SYSTEM
 
     @classmethod
-    def from_oserror(cls, path: str | os.PathLike[str], err: OSError, doing: str) -> SystemFailure:
-        """Wrap an ``OSError`` raised while ``doing`` something to ``path``."""
-        return cls(path, f"cannot {doing}: {err.strerror or err}")
+    def from_oserror(cls, path: str | os.PathLike[str], err: OSError, doing: str) -> VmpatchError:
+        """Wrap an ``OSError`` raised while ``doing`` something to ``path``.
+
+        A file that does not exist (or is a directory) is the user's input
+        problem, exit 2; permissions, space and I/O errors are the system's.
+        """
+        reason = f"cannot {doing}: {err.strerror or err}"
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            return InputError(path, reason)
+        return cls(path, reason)
 
 
 class ToolError(VmpatchError):

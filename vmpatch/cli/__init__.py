@@ -1,0 +1,12 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The ``vmpatch`` command line: a thin client of the library.
+
+Each command parses its options, calls one library function, and hands the
+result to :mod:`vmpatch.cli.output`. Errors travel as
+:class:`vmpatch.errors.VmpatchError` to :func:`main`, the one place that turns
+them into a one-line message and an exit code.
+"""
+
+from vmpatch.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,63 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Where the CLI writes: data on stdout, diagnostics on stderr.
+
+Human output goes through rich, which already honours ``NO_COLOR`` and drops
+styling when the stream is not a terminal; ``--json`` output is one stable
+document (sorted keys) written with the standard library, never through rich,
+so nothing can wrap or colour it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from vmpatch import FORMAT_VERSION
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["stdout", "stderr", "emit_json", "warn", "error_line"]
+
+
+@cache
+def stdout() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+@cache
+def stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document; objects get the supported format version."""
+    if isinstance(document, dict):
+        document = {"format_version": FORMAT_VERSION, **document}
+    elif isinstance(document, list):
+        document = [
+            {"format_version": FORMAT_VERSION, **d} if isinstance(d, dict) else d for d in document
+        ]
+    json.dump(document, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    stderr().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+
+def error_line(message: str, hint: str | None = None) -> None:
+    """The one-line error of a failed run (plus an optional hint line)."""
+    from rich.markup import escape
+
+    stderr().print(f"[bold red]error:[/] {escape(message)}")
+    if hint:
+        stderr().print(f"[dim]hint:[/] {escape(hint)}")
