@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""`vmpatch tree` and `patch --from-tree` on a real (miniature) kbuild tree.
+
+The expected root is computed here a second way, straight from FORMAT.md
+section 2 with hashlib; `--c-out` is checked by doing what kbuild does with
+it: compile it for the target and dump the section with objcopy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from clirun import vmpatch
+from conftest import TESTDATA, require_tool
+
+KBUILD = TESTDATA / "kbuild-x86_64"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    dest = tmp_path / "linux"
+    shutil.copytree(KBUILD, dest)
+    return dest
+
+
+def reference_root(build_dir: Path, suffix: str = ".ko") -> tuple[int, bytes]:
+    """Levels, root and leaves from the format rules, independently of vmpatch."""
+    lines = (build_dir / "modules.order").read_text().splitlines()
+    leaves = [
+        hashlib.sha256(
+            b"\x01" + struct.pack(">I", i) + (build_dir / (line[:-2] + suffix)).read_bytes()
+        ).digest()
+        for i, line in enumerate(lines)
+    ]
+    layer, levels = leaves, 0
+    while len(layer) > 1 or (levels == 0 and layer):
+        layer = [
+            hashlib.sha256(b"\x02" + layer[i] + layer[min(i + 1, len(layer) - 1)]).digest()
+            for i in range(0, len(layer), 2)
+        ]
+        levels += 1
+    return levels, (layer[0] if layer else bytes(32))
+
+
+def test_tree_matches_the_format_rules(tree: Path) -> None:
+    run = vmpatch("tree", tree, "--json")
+    assert run.returncode == 0, run.stderr
+    doc = run.json()
+    levels, root = reference_root(tree)
+    assert (doc["levels"], doc["root"], doc["modules"]) == (levels, root.hex(), 5)
+    for i, line in enumerate((tree / "modules.order").read_text().splitlines()):
+        proof = (tree / (line[:-2] + ".merkle")).read_bytes()
+        assert len(proof) == 4 + 32 * levels + 12 + 28
+        assert struct.unpack(">I", proof[:4])[0] == i
+        assert proof.endswith(b"~Module signature appended~\n")
+
+
+def test_human_output_names_levels_and_root(tree: Path) -> None:
+    run = vmpatch("tree", tree)
+    levels, root = reference_root(tree)
+    assert run.returncode == 0
+    assert f"levels  {levels}" in run.stdout and root.hex() in run.stdout
+
+
+def test_root_out_takes_the_byte_order_of_the_kernel(tree: Path, tmp_path: Path) -> None:
+    levels, root = reference_root(tree)
+    little, big = tmp_path / "le.bin", tmp_path / "be.bin"
+    assert vmpatch("tree", tree, "--no-proofs", "--root-out", little).returncode == 0
+    assert little.read_bytes() == struct.pack("<I", levels) + root
+    s390 = TESTDATA / "s390x" / "vmlinux"
+    run = vmpatch("tree", tree, "--no-proofs", "--root-out", big, "--kernel", s390)
+    assert run.returncode == 0, run.stderr
+    assert big.read_bytes() == struct.pack(">I", levels) + root
+    assert not list(tree.rglob("*.merkle"))
+
+
+def test_root_out_never_guesses_the_byte_order(tree: Path, tmp_path: Path) -> None:
+    (tree / "vmlinux").unlink()
+    out = tmp_path / "root.bin"
+    run = vmpatch("tree", tree, "--root-out", out)
+    assert run.returncode == 2
+    assert "byte order" in run.stderr and len(run.stderr.strip().splitlines()) <= 2
+    assert not out.exists() and not list(tree.rglob("*.merkle"))
+    run = vmpatch("tree", tree, "--root-out", out, "--byteorder", "big")
+    assert run.returncode == 0 and out.read_bytes()[:4] == struct.pack(">I", 3)
+
+
+@pytest.mark.parametrize(
+    ("arch", "gcc", "fmt"),
+    [("x86_64", "gcc", "<I"), ("s390x", "s390x-linux-gnu-gcc", ">I")],
+)
+def test_c_out_compiles_to_the_root_out_bytes(
+    tree: Path, tmp_path: Path, arch: str, gcc: str, fmt: str
+) -> None:
+    """kbuild's path: compile .tmp_module_hashes.c, objcopy --dump-section the result."""
+    require_tool(gcc, "gcc" if gcc == "gcc" else f"gcc-{arch}-linux-gnu")
+    objcopy = require_tool("objcopy", "binutils-multiarch")
+    include = tmp_path / "include" / "linux"
+    include.mkdir(parents=True)
+    (include / "module_hashes.h").write_text(
+        "struct module_hash { unsigned char h[32]; };\n"
+        "struct module_hashes_root { unsigned int levels; struct module_hash hash; };\n"
+        '#define __module_hashes_section __attribute__((section(".module_hashes")))\n'
+    )
+    c_out, root_out = tmp_path / "root.c", tmp_path / "root.bin"
+    kernel = TESTDATA / arch / "vmlinux"
+    run = vmpatch(
+        "tree", tree, "--no-proofs", "--c-out", c_out, "--root-out", root_out, "--kernel", kernel
+    )
+    assert run.returncode == 0, run.stderr
+    obj, dumped = tmp_path / "root.o", tmp_path / "dumped.bin"
+    subprocess.run([gcc, "-c", "-O2", f"-I{tmp_path / 'include'}", c_out, "-o", obj], check=True)
+    subprocess.run([objcopy, f"--dump-section=.module_hashes={dumped}", obj], check=True)
+    levels, root = reference_root(tree)
+    assert dumped.read_bytes() == root_out.read_bytes() == struct.pack(fmt, levels) + root
+
+
+def test_no_modules_gives_the_blank_root(tree: Path) -> None:
+    (tree / "modules.order").write_text("")
+    doc = vmpatch("tree", tree, "--json").json()
+    assert (doc["levels"], doc["root"], doc["modules"]) == (0, "00" * 32, 0)
+
+
+def test_stripped_suffix_comes_from_auto_conf(tree: Path) -> None:
+    conf = tree / "include" / "config" / "auto.conf"
+    conf.write_text(
+        conf.read_text().replace('CONFIG_MODULE_INSTALL_STRIP=""', "CONFIG_MODULE_INSTALL_STRIP=1")
+    )
+    run = vmpatch("tree", tree, "--json")
+    assert run.returncode == 2 and ".ko.stripped" in run.stderr  # not stripped yet
+    for ko in tree.rglob("*.ko"):
+        shutil.copy(ko, ko.with_name(ko.name + ".stripped"))
+        (ko.with_name(ko.name + ".stripped")).write_bytes(ko.read_bytes() + b"stripped")
+    doc = vmpatch("tree", tree, "--json").json()
+    _, root = reference_root(tree, ".ko.stripped")
+    assert (doc["suffix"], doc["root"]) == (".ko.stripped", root.hex())
+
+
+BAD_ORDERS = {
+    "missing module": ("lib/crc_toy.o\nlib/nothere.o\n", "line 2"),
+    "absolute path": ("/lib/crc_toy.o\n", "line 1"),
+    "escapes": ("lib/../../crc_toy.o\n", "escapes"),
+    "not .o": ("lib/crc_toy.ko\n", "does not end in .o"),
+    "crlf": ("lib/crc_toy.o\r\nlib/zz_first.o\r\n", "line 1"),
+    "whitespace": ("lib/crc_toy.o \n", "whitespace"),
+    "leading whitespace": (" lib/crc_toy.o\n", "whitespace"),
+    "duplicate": ("lib/crc_toy.o\nlib/zz_first.o\nlib/crc_toy.o\n", "repeats line 1"),
+    "empty line": ("lib/crc_toy.o\n\nlib/zz_first.o\n", "line 2"),
+    "installed layout": ("kernel/lib/crc_toy.ko\n", "installed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ORDERS))
+def test_bad_modules_order_is_one_line_and_writes_nothing(
+    tree: Path, tmp_path: Path, case: str
+) -> None:
+    text, expected = BAD_ORDERS[case]
+    (tree / "modules.order").write_text(text)
+    out = tmp_path / "root.bin"
+    run = vmpatch("tree", tree, "--root-out", out, "--c-out", tmp_path / "root.c")
+    assert run.returncode == 2, run
+    lines = run.stderr.strip().splitlines()
+    assert lines[0].startswith("error:") and "modules.order" in lines[0] and expected in lines[0]
+    assert "Traceback" not in run.stderr
+    assert not list(tree.rglob("*.merkle")) and not out.exists()
+
+
+def test_missing_modules_order(tmp_path: Path) -> None:
+    run = vmpatch("tree", tmp_path)
+    assert run.returncode == 2 and "modules.order" in run.stderr
+
+
+def test_patch_from_tree_equals_tree_then_patch(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vmlinux.patched"
+    run = vmpatch("patch", "--from-tree", tree, "--output", out, tree / "vmlinux", "--json")
+    assert run.returncode == 0, run.stderr
+    levels, root = reference_root(tree)
+    assert run.json()["new"] == (struct.pack("<I", levels) + root).hex()
+    inspected = vmpatch("inspect", "--json", out).json()
+    assert (inspected["levels"], inspected["root"]) == (levels, root.hex())
+    assert len(list(tree.rglob("*.merkle"))) == 5
+
+
+def test_patch_from_tree_writes_no_proof_when_the_image_is_bad(tree: Path) -> None:
+    (tree / "vmlinux").write_bytes(b"not an elf file at all")
+    run = vmpatch("patch", "--from-tree", tree, tree / "vmlinux")
+    assert run.returncode == 2 and "not an ELF file" in run.stderr
+    assert not list(tree.rglob("*.merkle"))
