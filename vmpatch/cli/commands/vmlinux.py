@@ -82,27 +82,29 @@ def inspect(
     """Show where an image keeps its module-hash root, or what trailer a module carries."""
     from vmpatch.vmlinux import locate, location_report
 
-    reports: list[dict[str, object]] = []
-    module_reports = []
+    documents: list[dict[str, object]] = []
+    tables: list[tuple[str, list[tuple[str, str]], list[str]]] = []
     for path in files:
         if _is_module(path):
             from vmpatch.modreport import module_report
 
-            report = module_report(path, max_size=max_decompressed)
-            reports.append(report.to_dict())
-            module_reports.append((report, len(reports) - 1))
+            module = module_report(path, max_size=max_decompressed)
+            document = module.to_dict()
+            rows = module.rows()
         else:
-            reports.append(location_report(locate(path)))
-    unsupported = any(r.get("kind") == "vmlinux" and not r["supported"] for r in reports)
+            document = location_report(locate(path))
+            rows = _vmlinux_rows(document)
+        documents.append(document)
+        warnings = document.get("warnings") or []
+        tables.append((str(path), rows, list(warnings) if isinstance(warnings, list) else []))
     if json_:
-        emit_json(reports[0] if len(reports) == 1 else reports)
+        emit_json(documents[0] if len(documents) == 1 else documents)
     else:
-        module_rows = {index: report.rows() for report, index in module_reports}
-        for index, report in enumerate(reports):
-            rows = module_rows.get(index) or _vmlinux_rows(report)
-            _print_rows(str(report["path"]), rows)
-            for message in report.get("warnings", []) or []:  # type: ignore[union-attr]
-                warn(f"{report['path']}: {message}")
+        for title, rows, warnings in tables:
+            _print_rows(title, rows)
+            for message in warnings:
+                warn(f"{title}: {message}")
+    unsupported = any(d.get("kind") == "vmlinux" and not d["supported"] for d in documents)
     return EXIT_INPUT if unsupported else 0
 
 
