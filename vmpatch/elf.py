@@ -200,6 +200,48 @@ def _translated(path: Path) -> Iterator[None]:
         raise
 
 
+# Elf32_Ehdr / Elf64_Ehdr after e_ident: the fields that say where the tables are.
+_EHDR = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
+_SHDR_OFFSET_SIZE = {32: ("IIIIII", 4, 5), 64: ("IIQQQQ", 4, 5)}  # sh_offset, sh_size indexes
+
+
+def _check_extent(path: Path, stream: BinaryIO) -> None:
+    """Name truncation plainly, before pyelftools reports it in its own terms.
+
+    Checks that the ELF header, the section header table and the section name
+    table lie inside the file; anything subtler is left to pyelftools.
+    """
+    size = os.fstat(stream.fileno()).st_size
+    ident = stream.read(16)
+    if len(ident) < len(ELF_MAGIC) or ident[: len(ELF_MAGIC)] != ELF_MAGIC:
+        raise InputError(path, "not an ELF file")
+    if len(ident) < 16 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        if len(ident) < 16:
+            raise InputError(path, f"truncated: {size} bytes, not even an ELF identification")
+        raise InputError(path, f"malformed ELF: class {ident[4]}, data encoding {ident[5]}")
+    elfclass = 32 if ident[4] == 1 else 64
+    order = "<" if ident[5] == 1 else ">"
+    ehdr = struct.Struct(order + _EHDR[elfclass])
+    if size < 16 + ehdr.size:
+        raise InputError(
+            path, f"truncated: the ELF header needs {16 + ehdr.size} bytes, file has {size}"
+        )
+    fields = ehdr.unpack(stream.read(ehdr.size))
+    shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
+    end = shoff + shentsize * shnum
+    if shnum and end > size:
+        raise InputError(
+            path, f"truncated: section headers end at {end:#x}, file has {size:#x} bytes"
+        )
+    if shnum and shstrndx < shnum:
+        layout, at_offset, at_size = _SHDR_OFFSET_SIZE[elfclass]
+        shdr = struct.Struct(order + layout)
+        stream.seek(shoff + shentsize * shstrndx)
+        names = shdr.unpack(stream.read(shdr.size))
+        if names[at_offset] + names[at_size] > size:
+            raise InputError(path, "truncated: the section name table lies beyond the end")
+
+
 @contextmanager
 def open_elf(path: str | os.PathLike[str], *, writable: bool = False) -> Iterator[ElfReader]:
     """Open ``path`` as ELF; InputError if it is not one, SystemFailure if it cannot be read."""
@@ -210,9 +252,7 @@ def open_elf(path: str | os.PathLike[str], *, writable: bool = False) -> Iterato
         doing = "open for writing" if writable else "read"
         raise SystemFailure.from_oserror(path, err, doing) from err
     with stream:
-        head = stream.read(len(ELF_MAGIC))
-        if head != ELF_MAGIC:
-            raise InputError(path, "not an ELF file")
+        _check_extent(path, stream)
         stream.seek(0)
         with _translated(path):
             from elftools.elf.elffile import ELFFile

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -35,9 +36,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show a traceback with errors.")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback with errors.")] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -57,10 +56,19 @@ def _register_commands() -> None:
     from vmpatch.cli import commands  # noqa: F401
 
 
+def _click_exceptions() -> ModuleType:
+    """The click exception module typer parses with: vendored since typer 0.26."""
+    import importlib
+
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return importlib.import_module("click.exceptions")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and map every failure to its exit code."""
-    import click
-
+    click = _click_exceptions()
     _register_commands()
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
@@ -69,14 +77,15 @@ def main(argv: list[str] | None = None) -> None:
     except VmpatchError as err:
         _report(err, err.hint)
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as err:
-        from vmpatch.cli.output import error_line
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `vmpatch`: the help, as click does
+            print(err.format_message(), file=sys.stderr)
+        else:
+            from vmpatch.cli.output import error_line
 
-        error_line(err.format_message())
+            error_line(err.format_message(), "see vmpatch --help")
         sys.exit(EXIT_INPUT)
     except Exception as err:  # a bug: one line unless --debug
         _report(err, "this is a bug in vmpatch; rerun with --debug and report the traceback")
