@@ -1,0 +1,142 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``vmpatch ko ...`` through ``python -m vmpatch``: exit codes, JSON, real strip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, require_tool
+from test_kotool import cli_compress, cli_decompress, make_tree, modules, patched_vmlinux
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+def vmpatch(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vmpatch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
+    )
+
+
+def assert_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert text in lines[0]
+
+
+def test_append_json_twice_replace(tmp_path: Path) -> None:
+    tree, _ = make_tree(tmp_path)
+    (module, proof), (_other, other_proof) = modules(tree)[:2]
+    original = module.read_bytes()
+    proc = vmpatch("ko", "append", module, proof, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["action"] == "appended" and doc["position"] == 0 and doc["levels"] == 3
+    appended = module.read_bytes()
+
+    proc = vmpatch("ko", "append", module, proof)
+    assert proc.returncode == 0 and "unchanged" in proc.stdout
+
+    assert_error(vmpatch("ko", "append", module, other_proof), 2, "use --replace")
+    assert module.read_bytes() == appended
+
+    proc = vmpatch("ko", "append", "--replace", module, other_proof, "--json")
+    assert json.loads(proc.stdout)["replaced_kind"] == "merkle"
+    assert module.read_bytes() == original + other_proof.read_bytes()
+
+
+def test_append_kernel_and_strip_check(tmp_path: Path) -> None:
+    tree, merkle = make_tree(tmp_path)
+    image = patched_vmlinux(tmp_path, merkle)
+    (module, proof), (_other, other_proof) = modules(tree)[:2]
+    original = module.read_bytes()
+    assert_error(vmpatch("ko", "append", module, other_proof, "--kernel", image), 1, "would reject")
+    proc = vmpatch("ko", "append", module, proof, "--install-mod-strip", "1", "--build-dir", tree)
+    assert_error(proc, 1, "INSTALL_MOD_STRIP is '1' at install time but '' at build time")
+    assert module.read_bytes() == original
+    assert_error(vmpatch("ko", "append", module, proof, "--install-mod-strip", "1"), 2, "")
+    proc = vmpatch("ko", "append", module, proof, "--kernel", image, "--json")
+    assert json.loads(proc.stdout)["verdict"] == "ACCEPT"
+
+
+def test_append_tree_and_strip_proof(tmp_path: Path) -> None:
+    tree, merkle = make_tree(tmp_path)
+    image = patched_vmlinux(tmp_path, merkle)
+    pairs = modules(tree)
+    originals = [m.read_bytes() for m, _ in pairs]
+    proc = vmpatch("ko", "append-tree", tree, "--kernel", image, "--json")
+    assert proc.returncode == 0, proc.stderr
+    docs = json.loads(proc.stdout)
+    assert [d["verdict"] for d in docs] == ["ACCEPT"] * len(pairs)
+    proc = vmpatch("ko", "append-tree", tree)
+    assert proc.returncode == 0 and "unchanged" in proc.stdout
+    assert_error(vmpatch("ko", "append-tree", tree, "--install-mod-strip", "1"), 1, "'1'")
+
+    proc = vmpatch("ko", "strip-proof", *(m for m, _ in pairs), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert {tuple(d["removed"]) for d in json.loads(proc.stdout)} == {("merkle",)}
+    assert [m.read_bytes() for m, _ in pairs] == originals
+    proc = vmpatch("ko", "strip-proof", pairs[0][0])
+    assert proc.returncode == 0 and "no trailer" in proc.stdout
+    assert_error(
+        vmpatch("ko", "strip-proof", pairs[0][0], pairs[1][0], "--output", tmp_path / "x"),
+        2,
+        "--output",
+    )
+
+
+def test_compressed_round_trip_cli(tmp_path: Path) -> None:
+    tree, _ = make_tree(tmp_path)
+    module, proof = modules(tree)[0]
+    original = module.read_bytes()
+    packed = cli_compress(module, ".zst")
+    assert vmpatch("ko", "append", packed, proof).returncode == 0
+    assert cli_decompress(packed) == original + proof.read_bytes()
+    assert vmpatch("ko", "strip-proof", packed).returncode == 0
+    assert cli_decompress(packed) == original
+
+
+def test_strip_modules_like_kbuild(tmp_path: Path) -> None:
+    strip = require_tool("strip", "binutils")
+    tree, _ = make_tree(tmp_path)
+    module, _proof = modules(tree)[0]
+    reference = tmp_path / "reference.ko"
+    shutil.copyfile(module, reference)
+    subprocess.run([strip, "--strip-debug", str(reference)], check=True)
+    proc = vmpatch("ko", "strip", "--install-mod-strip", "1", module)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("+ strip --strip-debug ")
+    stripped = module.with_name(module.name + ".stripped")
+    assert stripped.read_bytes() == reference.read_bytes()
+    assert len(stripped.read_bytes()) < len(module.read_bytes())
+    assert_error(vmpatch("ko", "strip", "--install-mod-strip", "1"), 2, "MODULE")
+
+
+def test_strip_tree_writes_record(tmp_path: Path) -> None:
+    require_tool("strip", "binutils")
+    tree, _ = make_tree(tmp_path)
+    # kbuild's record says '' : a different value is refused before stripping
+    assert_error(vmpatch("ko", "strip", "--install-mod-strip", "1", "--tree", tree), 1, "auto.conf")
+    (tree / "include" / "config" / "auto.conf").unlink()
+    proc = vmpatch("ko", "strip", "--install-mod-strip", "1", "--tree", tree, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["modules"]) == len(modules(tree))
+    record = json.loads((tree / "vmpatch-strip.json").read_text())
+    assert record["install_mod_strip"] == "1" and record["program"] == "strip"
+    for module, _proof in modules(tree):
+        assert module.with_name(module.name + ".stripped").is_file()
+    # the record now guards appends
+    module, proof = modules(tree)[0]
+    proc = vmpatch("ko", "append", module, proof, "--install-mod-strip", "", "--build-dir", tree)
+    assert_error(proc, 1, "INSTALL_MOD_STRIP is '' at install time but '1' at build time")

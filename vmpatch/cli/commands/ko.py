@@ -1,0 +1,230 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``vmpatch ko ...``: append, remove and prepare module trailers.
+
+A thin client of :mod:`vmpatch.kotool`: each command parses its options,
+makes one library call and renders the results (a rich table on stdout, or
+one JSON document with ``--json``). Errors travel to ``vmpatch.cli.main``.
+The per-module install hook with the same job as ``ko append`` is the lean
+``vmpatch-ko-append`` (:mod:`vmpatch.hook`); this is the interactive form.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vmpatch.cli.output import emit_json, stdout
+from vmpatch.errors import UsageError
+
+__all__ = ["ko_app"]
+
+ko_app = typer.Typer(
+    help="Append Merkle proofs to modules, remove trailers, strip modules as kbuild does.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ReplaceOption = Annotated[
+    bool, typer.Option("--replace", help="Replace an existing trailer (one level only).")
+]
+KernelOption = Annotated[
+    Path | None,
+    typer.Option("--kernel", help="Check the result against this vmlinux's root before writing."),
+]
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    stdout().print(table)
+
+
+def _emit(documents: list[dict[str, Any]], single: bool) -> None:
+    emit_json(documents[0] if single and len(documents) == 1 else documents)
+
+
+def _echo(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _append_rows(results: Sequence[Any]) -> list[list[str]]:
+    return [
+        [
+            str(r.module),
+            r.action + (f" ({r.replaced_kind})" if r.replaced_kind else ""),
+            str(r.position),
+            str(r.levels),
+            r.codec,
+            r.verdict or "-",
+        ]
+        for r in results
+    ]
+
+
+_APPEND_COLUMNS = ("module", "action", "position", "levels", "codec", "kernel")
+
+
+@ko_app.command("append")
+def append(
+    module: Annotated[Path, typer.Argument(help="The module: .ko, .ko.gz, .ko.xz or .ko.zst.")],
+    proof: Annotated[Path, typer.Argument(help="Its .merkle proof file.")],
+    replace: ReplaceOption = False,
+    kernel: KernelOption = None,
+    install_mod_strip: Annotated[
+        str | None,
+        typer.Option(help="INSTALL_MOD_STRIP now; refuse if the build used another value."),
+    ] = None,
+    build_dir: Annotated[
+        Path | None, typer.Option(help="The build tree whose strip record to compare with.")
+    ] = None,
+    strip_program: Annotated[
+        str | None, typer.Option(help="$(STRIP) now, compared with vmpatch's strip record.")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Append PROOF to MODULE, like kbuild's `cat PROOF >> MODULE`, but safely."""
+    from vmpatch.kotool import append_proof
+
+    check = _strip_check(install_mod_strip, build_dir, strip_program)
+    result = append_proof(module, proof, replace=replace, kernel=kernel, strip_check=check)
+    if json_:
+        _emit([result.to_dict()], single=True)
+    else:
+        _table("ko append", _APPEND_COLUMNS, _append_rows([result]))
+
+
+def _strip_check(install_mod_strip: str | None, build_dir: Path | None, program: str | None) -> Any:
+    from vmpatch.kotool import StripCheck
+
+    if install_mod_strip is None and build_dir is None:
+        if program is not None:
+            raise UsageError(None, "--strip-program needs --install-mod-strip and --build-dir")
+        return None
+    if install_mod_strip is None or build_dir is None:
+        raise UsageError(None, "--install-mod-strip and --build-dir go together")
+    return StripCheck(build_dir, install_mod_strip, program)
+
+
+@ko_app.command("append-tree")
+def append_tree(
+    build_dir: Annotated[Path, typer.Argument(help="The kernel build tree (has modules.order).")],
+    dest: Annotated[
+        Path | None,
+        typer.Option(help="A staged install dir: append to DEST/kernel/<path>.ko[.gz|.xz|.zst]."),
+    ] = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="Module suffix in the build tree (.ko or .ko.stripped).")
+    ] = None,
+    replace: ReplaceOption = False,
+    kernel: KernelOption = None,
+    install_mod_strip: Annotated[
+        str | None,
+        typer.Option(help="INSTALL_MOD_STRIP now; refuse if the build used another value."),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Append every module's .merkle in one process; nothing is written unless all pass."""
+    from vmpatch.kotool import StripCheck
+    from vmpatch.kotool import append_tree as run
+
+    check = StripCheck(build_dir, install_mod_strip) if install_mod_strip is not None else None
+    results = run(
+        build_dir, dest=dest, suffix=suffix, replace=replace, kernel=kernel, strip_check=check
+    )
+    if json_:
+        _emit([r.to_dict() for r in results], single=False)
+    else:
+        _table(f"ko append-tree {build_dir}", _APPEND_COLUMNS, _append_rows(results))
+
+
+@ko_app.command("strip-proof")
+def strip_proof(
+    modules: Annotated[list[Path], typer.Argument(help="Modules to take the trailer off.")],
+    all_: Annotated[
+        bool, typer.Option("--all", help="Remove stacked trailers too, until none is left.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the result here (one MODULE only)."),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Remove the last trailer (proof or signature), leaving the bytes the kernel hashes."""
+    from vmpatch.kotool import strip_proof as run
+
+    if output is not None and len(modules) != 1:
+        raise UsageError(None, "--output takes exactly one MODULE")
+    results = [run(m, all_trailers=all_, output=output) for m in modules]
+    if json_:
+        _emit([r.to_dict() for r in results], single=True)
+        return
+    rows = [
+        [
+            str(r.module),
+            r.action,
+            ", ".join(r.removed) or "-",
+            str(r.module_size),
+            str(r.written) if r.written is not None else "-",
+        ]
+        for r in results
+    ]
+    _table("ko strip-proof", ("module", "action", "removed", "module bytes", "written"), rows)
+
+
+@ko_app.command("strip")
+def strip(
+    install_mod_strip: Annotated[
+        str,
+        typer.Option(help="INSTALL_MOD_STRIP: '' (copy), '1' (--strip-debug) or strip options."),
+    ],
+    modules: Annotated[
+        list[Path] | None, typer.Argument(help="Modules (.ko) to strip into %.ko.stripped.")
+    ] = None,
+    strip_program: Annotated[
+        str | None, typer.Option(help="$(STRIP), as `make STRIP=...` would set it.")
+    ] = None,
+    llvm: Annotated[str | None, typer.Option(help="LLVM=1, LLVM=/prefix/ or LLVM=-suffix.")] = None,
+    cross_compile: Annotated[str, typer.Option(help="CROSS_COMPILE prefix.")] = "",
+    tree: Annotated[
+        Path | None, typer.Option(help="Strip every module of this build tree's modules.order.")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Make %.ko.stripped beside each %.ko exactly as kbuild does (commands echoed on stderr)."""
+    from vmpatch.kotool import make_stripped, make_stripped_tree
+    from vmpatch.stripping import strip_program as program_for
+
+    program = program_for(llvm=llvm, cross_compile=cross_compile, override=strip_program)
+    record = None
+    if tree is not None:
+        if modules:
+            raise UsageError(None, "give MODULE... or --tree, not both")
+        made, record = make_stripped_tree(tree, install_mod_strip, program, echo=_echo)
+    elif modules:
+        made = make_stripped(modules, install_mod_strip, program, echo=_echo)
+    else:
+        raise UsageError(None, "give MODULE... or --tree BUILD_DIR")
+    if json_:
+        emit_json(
+            {
+                "install_mod_strip": install_mod_strip,
+                "program": program,
+                "record": str(record) if record is not None else None,
+                "modules": [m.to_dict() for m in made],
+            }
+        )
+        return
+    _table("ko strip", ("module", "stripped"), [[str(m.source), str(m.stripped)] for m in made])
+    if record is not None:
+        stdout().print(f"record: {record}")
