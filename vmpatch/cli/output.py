@@ -19,7 +19,7 @@ from vmpatch import FORMAT_VERSION
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["stdout", "stderr", "emit_json", "warn", "error_line"]
+__all__ = ["emit_json", "error_line", "stderr", "stdout", "warn"]
 
 
 @cache
@@ -55,9 +55,8 @@ def warn(message: str) -> None:
 
 
 def error_line(message: str, hint: str | None = None) -> None:
-    """The one-line error of a failed run (plus an optional hint line)."""
+    """The one line of a failed run; a hint, when there is one, ends the same line."""
     from rich.markup import escape
 
-    stderr().print(f"[bold red]error:[/] {escape(message)}")
-    if hint:
-        stderr().print(f"[dim]hint:[/] {escape(hint)}")
+    tail = f" [dim](hint: {escape(hint)})[/]" if hint else ""
+    stderr().print(f"[bold red]error:[/] {escape(message)}{tail}", soft_wrap=True)
