@@ -44,10 +44,10 @@ def default_suffix(build_dir: Path) -> str:
     kbuild records INSTALL_MOD_STRIP as CONFIG_MODULE_INSTALL_STRIP in
     include/config/auto.conf (patch 14) and then hashes ``%.ko.stripped``.
     """
-    from vmpatch.stripping import auto_conf_install_strip
-
     if not (build_dir / "include" / "config" / "auto.conf").is_file():
         return PLAIN_SUFFIX  # not a configured kbuild tree (e.g. collected artifacts)
+    from vmpatch.stripping import auto_conf_install_strip
+
     return STRIPPED_SUFFIX if auto_conf_install_strip(build_dir) else PLAIN_SUFFIX
 
 
