@@ -142,8 +142,8 @@ class ElfReader:
     def find_symbols(self, name: str) -> list[SymbolInfo]:
         """Every ``.symtab`` entry called ``name`` (usually zero or one).
 
-        Searches the raw bytes: the name's offset in the string table, then
-        entries whose ``st_name`` equals it. Far faster than decoding every
+        Searches the raw bytes: each offset of the name in the string table,
+        then entries whose ``st_name`` equals it. Far faster than decoding every
         symbol, and exact: a match must sit on an entry boundary.
         """
         with _translated(self.path):
@@ -159,16 +159,17 @@ class ElfReader:
         st_name_field = struct.Struct(prefix + "I")
         wanted = name.encode() + b"\0"
         found: list[SymbolInfo] = []
-        start = 0
-        while (hit := strtab.find(b"\0" + wanted, start)) >= 0:
-            name_offset = hit + 1
-            start = hit + 1
-            needle = st_name_field.pack(name_offset)
+        # GNU ld merges string tails: the name may start inside a longer string
+        # ("xmodule_hashes_root\0"), so every occurrence is a candidate st_name.
+        hit = strtab.find(wanted, 1)
+        while hit >= 0:
+            needle = st_name_field.pack(hit)
             at = table.find(needle)
             while at >= 0:
                 if at % entsize == 0:
                     found.append(self._symbol(name, layout.unpack_from(table, at)))
                 at = table.find(needle, at + 1)
+            hit = strtab.find(wanted, hit + 1)
         return found
 
     def _symbol(self, name: str, fields: tuple[int, ...]) -> SymbolInfo:
