@@ -1,0 +1,488 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""README's "command-line contract", pinned with real subprocess runs.
+
+Scripts and kbuild call vmpatch and branch on its exit code, parse its JSON
+and grep its stderr; a refactor of the CLI must not change any of that
+silently. Every test runs ``python -m vmpatch`` in a child process (and the
+installed ``vmpatch`` script where one belongs to this interpreter), because
+exit codes, stream separation, colour and start-up cost only exist there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, TESTDATA
+
+from vmpatch import FORMAT_VERSION, __version__
+
+VMLINUX = TESTDATA / "x86_64" / "vmlinux"
+VMLINUX_BE = TESTDATA / "s390x" / "vmlinux"
+KBUILD = TESTDATA / "kbuild-x86_64"
+ROOT_HEX = "ab" * 32
+
+#: Environment variables that change colour or terminal detection in rich;
+#: removed so that each test states the terminal it means.
+_TERMINAL_VARS = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+
+
+def _script() -> str | None:
+    """The ``vmpatch`` console script installed for this interpreter, if any."""
+    beside = Path(sys.executable).with_name("vmpatch")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return None
+
+
+RUNNERS = ["module", "script"]
+
+
+def _command(runner: str) -> list[str]:
+    if runner == "module":
+        return [sys.executable, "-m", "vmpatch"]
+    script = _script()
+    if script is None:
+        pytest.skip("no vmpatch script installed beside this interpreter")
+    return [script]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _TERMINAL_VARS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run(
+    *args: str | os.PathLike[str], runner: str = "module", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run vmpatch with ``args``; never raises on a non-zero exit."""
+    return subprocess.run(
+        [*_command(runner), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else _env(),
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def _command_paths() -> Iterator[tuple[str, ...]]:
+    import typer
+
+    from vmpatch.cli.app import _register_commands, app
+
+    _register_commands()
+
+    def walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        yield path
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            yield from walk(sub, (*path, name))
+
+    return walk(typer.main.get_command(app), ())
+
+
+def _assert_one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2, nothing on stdout, exactly one ``error:`` line naming ``needles``."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# --- packaging ------------------------------------------------------------------
+
+
+def test_every_package_is_installed() -> None:
+    """The console scripts live in sub-packages; a wheel without them has no CLI at all.
+
+    Editable installs and PYTHONPATH runs hide this, so it is checked from the
+    packaging metadata: every directory with an ``__init__.py`` must be shipped.
+    """
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = config.get("tool", {}).get("setuptools", {}).get("packages")
+    if packages is None or isinstance(packages, dict):  # automatic or `find` discovery
+        return
+    present = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "vmpatch").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert sorted(present - set(packages)) == []
+
+
+# --- --version, --help ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_version(runner: str) -> None:
+    """`--version` is how packagers and bug reports learn the version and on-disk format."""
+    result = run("--version", runner=runner)
+    assert result.returncode == 0, result.stderr
+    assert __version__ in result.stdout
+    assert FORMAT_VERSION in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("path", list(_command_paths()), ids=lambda p: " ".join(p) or "vmpatch")
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_for_every_command(path: tuple[str, ...], flag: str) -> None:
+    """Both help spellings work on every command and sub-command, on stdout, exit 0."""
+    result = run(*path, flag)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+    assert " ".join(("vmpatch", *path)) in " ".join(result.stdout.split())
+
+
+# --- errors: exit 2, one line, no traceback -----------------------------------
+
+
+def test_not_elf(tmp_path: Path) -> None:
+    """A non-ELF input is bad input: exit 2 and one `error: FILE: reason` line."""
+    junk = tmp_path / "not-an-elf-file-with-a-rather-long-name-to-tempt-line-wrapping.bin"
+    junk.write_text("hello\n")
+    _assert_one_error_line(run("inspect", junk), str(junk))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A file that does not exist is the user's input problem (exit 2), not the system's."""
+    missing = tmp_path / "no" / "such" / "vmlinux"
+    _assert_one_error_line(run("inspect", missing), str(missing))
+
+
+def test_short_root_hex() -> None:
+    """`--root` of the wrong length is refused before any file is opened."""
+    line = _assert_one_error_line(run("patch", "--root", "ab", "--levels", "1", "X"), "--root")
+    assert "64" in line
+
+
+def test_patch_without_root_source() -> None:
+    """`patch` must be told where the root comes from; it never guesses."""
+    _assert_one_error_line(run("patch", VMLINUX), "--root-file", "--from-tree")
+
+
+def test_excluding_root_sources(tmp_path: Path) -> None:
+    """Two root sources at once are a usage error, whatever the order of options."""
+    result = run("patch", "--root", ROOT_HEX, "--levels", "1", "--from-tree", KBUILD, VMLINUX)
+    _assert_one_error_line(result, "--from-tree")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("inspect", "--no-such-option", str(VMLINUX)), ("patch", "--root", ROOT_HEX)],
+    ids=["unknown-option", "missing-argument"],
+)
+def test_parser_errors(args: tuple[str, ...]) -> None:
+    """Errors found by the option parser follow the same contract as vmpatch's own.
+
+    typer 0.26+ raises its vendored copy of click's exceptions, not click's:
+    both must map to exit 2, never to the "bug" exit 70.
+    """
+    _assert_one_error_line(run(*args))
+
+
+def test_debug_traceback(tmp_path: Path) -> None:
+    """`--debug` is the way to a bug report: the same error, with its traceback."""
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\0" * 64)
+    plain = run("inspect", junk)
+    assert plain.returncode == 2
+    assert "Traceback" not in plain.stderr
+    debug = run("--debug", "inspect", junk)
+    assert debug.returncode == 2
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.rstrip().splitlines()[-1].startswith("error: ")
+    assert str(junk) in debug.stderr
+
+
+# --- JSON ------------------------------------------------------------------------
+
+
+def _assert_sorted(value: Any, where: str = "$") -> None:
+    if isinstance(value, list) and value and isinstance(value[0], tuple):  # object as pairs
+        keys = [k for k, _ in value]
+        assert keys == sorted(keys), f"keys of {where} not sorted: {keys}"
+        for k, v in value:
+            _assert_sorted(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _assert_sorted(v, f"{where}[{i}]")
+
+
+def _pairs(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=list)
+
+
+def test_inspect_json_one_file() -> None:
+    """One file gives one object: sorted keys, `format_version` and the documented fields."""
+    result = run("inspect", "--json", VMLINUX)
+    assert result.returncode == 0, result.stderr
+    _assert_sorted(_pairs(result.stdout))
+    document = json.loads(result.stdout)
+    assert isinstance(document, dict)
+    assert document["format_version"] == FORMAT_VERSION
+    assert {"levels", "root", "placeholder", "section", "symbol"} <= document.keys()
+    assert isinstance(document["levels"], int)
+    assert re.fullmatch(r"[0-9a-f]{64}", document["root"])
+
+
+def test_inspect_json_two_files() -> None:
+    """Several files give a list, each entry carrying `format_version`."""
+    result = run("inspect", "--json", VMLINUX, VMLINUX_BE)
+    assert result.returncode == 0, result.stderr
+    _assert_sorted(_pairs(result.stdout))
+    documents = json.loads(result.stdout)
+    assert isinstance(documents, list) and len(documents) == 2
+    assert all(d["format_version"] == FORMAT_VERSION for d in documents)
+
+
+# --- colour and terminals ---------------------------------------------------------
+
+_SGR = re.compile(r"\x1b\[([0-9;]*)m")
+
+
+def _colour_codes(text: str) -> list[str]:
+    """SGR parameters that set a colour (30-49, 90-107), as opposed to bold etc."""
+    codes = []
+    for match in _SGR.finditer(text):
+        for code in filter(None, match.group(1).split(";")):
+            if 30 <= int(code) <= 49 or 90 <= int(code) <= 107:
+                codes.append(code)
+    return codes
+
+
+def test_force_color_colours_errors(tmp_path: Path) -> None:
+    """FORCE_COLOR makes rich style even a pipe: the control for the NO_COLOR test."""
+    junk = tmp_path / "junk"
+    junk.write_text("x")
+    result = run("inspect", junk, env=_env(FORCE_COLOR="1"))
+    assert result.returncode == 2
+    assert _colour_codes(result.stderr), repr(result.stderr)
+
+
+def test_no_color_wins_over_force_color(tmp_path: Path) -> None:
+    """NO_COLOR (no-color.org) removes every colour, even on a forced terminal.
+
+    NO_COLOR is about colour only: rich keeps bold, so escapes other than
+    colours may remain; the verify table's red/green verdicts must not.
+    """
+    junk = tmp_path / "junk"
+    junk.write_text("x")
+    env = _env(FORCE_COLOR="1", NO_COLOR="1")
+    result = run("inspect", junk, env=env)
+    assert result.returncode == 2
+    assert _colour_codes(result.stderr) == [], repr(result.stderr)
+    shown = run("inspect", VMLINUX, env=env)
+    assert shown.returncode == 0
+    assert _colour_codes(shown.stdout + shown.stderr) == []
+
+
+def test_pipe_output_is_plain(tmp_path: Path) -> None:
+    """Without a TTY nothing is styled: logs and `grep` see plain text."""
+    junk = tmp_path / "junk"
+    junk.write_text("x")
+    for args in (("inspect", VMLINUX), ("inspect", junk), ("--help",), ("patch", "--help")):
+        result = run(*args)
+        assert "\x1b" not in result.stdout + result.stderr, args
+
+
+# --- verify: exit 1 ------------------------------------------------------------
+
+
+@pytest.fixture
+def patched_tree(tmp_path: Path) -> Path:
+    """A copy of the kbuild test tree whose vmlinux carries the tree's root."""
+    tree = tmp_path / "kbuild"
+    shutil.copytree(KBUILD, tree)
+    result = run("patch", "--from-tree", tree, tree / "vmlinux")
+    assert result.returncode == 0, result.stderr
+    return tree
+
+
+def test_verify_rejects_with_exit_1(patched_tree: Path) -> None:
+    """A module the kernel would reject makes `verify` exit 1; a proved one is ACCEPTed."""
+    proved = patched_tree / "drivers" / "char" / "toy_char.ko"
+    unproved = patched_tree / "lib" / "crc_toy.ko"
+    proof = proved.with_suffix(".merkle")
+    with open(proved, "ab") as module:  # what kbuild's `cat x.merkle >> x.ko` does
+        module.write(proof.read_bytes())
+    kernel = patched_tree / "vmlinux"
+
+    alone = run("verify", "--kernel", kernel, proved)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+
+    result = run("verify", "--json", "--kernel", kernel, proved, unproved)
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert document["format_version"] == FORMAT_VERSION
+    first, second = document["modules"]
+    assert first["verdict"] == "ACCEPT"
+    assert first["errno"] is None
+    assert isinstance(first["position"], int)
+    assert second["verdict"] == "REJECT"
+    assert second["errno"] in ("ENODATA", "EKEYREJECTED")
+    for entry in (first, second):
+        assert {"verdict", "errno", "load_result", "position", "reason"} <= entry.keys()
+
+    human = run("verify", "--kernel", kernel, proved, unproved)
+    assert human.returncode == 1
+    assert "REJECT" in human.stdout and "ACCEPT" in human.stdout
+
+
+def test_verify_colours_verdicts(patched_tree: Path) -> None:
+    """The verdict column is coloured on a (forced) terminal, and not with NO_COLOR."""
+    module = patched_tree / "lib" / "crc_toy.ko"
+    args = ("verify", "--kernel", patched_tree / "vmlinux", module)
+    coloured = run(*args, env=_env(FORCE_COLOR="1"))
+    assert coloured.returncode == 1
+    assert _colour_codes(coloured.stdout)
+    plain = run(*args, env=_env(FORCE_COLOR="1", NO_COLOR="1"))
+    assert plain.returncode == 1
+    assert _colour_codes(plain.stdout) == []
+
+
+# --- exit 3 ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody may create files in: mode 0500, or immutable for root."""
+    directory = tmp_path / "readonly"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        yield directory
+        directory.chmod(0o700)
+        return
+    chattr = shutil.which("chattr")
+    made = chattr is not None and (
+        subprocess.run([chattr, "+i", str(directory)], capture_output=True).returncode == 0
+    )
+    if not made:
+        pytest.skip("running as root, and chattr +i is unavailable: root can write anywhere")
+    try:
+        yield directory
+    finally:
+        subprocess.run([str(chattr), "-i", str(directory)], check=True)
+
+
+def test_unwritable_output_exits_3(unwritable_dir: Path) -> None:
+    """The system refusing a write is exit 3, distinct from bad input (2)."""
+    target = unwritable_dir / "vmlinux.patched"
+    result = run("patch", "--root", ROOT_HEX, "--levels", "1", "--output", target, VMLINUX)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and lines[0].startswith("error: ") and str(target) in lines[0]
+    assert not target.exists()
+    assert list(unwritable_dir.iterdir()) == []
+
+
+# --- shell completion -------------------------------------------------------------
+
+
+def test_show_completion_bash() -> None:
+    """README promises `vmpatch --show-completion`; bash's script names our program."""
+    env = _env(SHELL="/bin/bash", _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
+    result = run("--show-completion", "bash", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "_VMPATCH_COMPLETE" in result.stdout
+    assert "complete " in result.stdout
+
+
+# --- start-up cost ---------------------------------------------------------------
+
+#: Heavy modules that only the commands needing them may import.
+HEAVY = ("elftools", "lief", "zstandard", "asn1crypto", "rich.table", "rich.progress")
+
+
+def _imported(code_or_args: list[str]) -> set[str]:
+    """Module names that ``python -X importtime ...`` reports importing."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *code_or_args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = set()
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                names.add(name)
+    return names
+
+
+def _heavy(names: set[str]) -> set[str]:
+    return {n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY)}
+
+
+def test_version_startup_is_light() -> None:
+    """`vmpatch --version` (and so every start) must not pay for ELF, zstd, PKCS#7 or tables.
+
+    typer itself imports rich's tables eagerly in some releases (0.12 to at
+    least 0.16); that is typer's cost and is discounted, vmpatch's own
+    imports must add none.
+    """
+    imported = _imported(["-m", "vmpatch", "--version"])
+    assert "vmpatch.cli.app" in imported  # the measurement did see the CLI start
+    by_typer = _heavy(_imported(["-c", "import typer"]))
+    assert _heavy(imported) - by_typer == set()
+
+
+def test_hook_imports_no_third_party_module() -> None:
+    """The modules_install hook runs once per module: standard library only."""
+    # Modules that .pth files load at start-up (certifi, _distutils_hack) are
+    # not the hook's doing: only what importing it adds counts.
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import vmpatch.hook\n"
+        "for name in sorted(set(sys.modules) - before):\n"
+        "    print(name, getattr(sys.modules[name], '__file__', None) or '')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    site_dirs = {
+        os.path.realpath(p)
+        for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
+    }
+    third_party = []
+    for line in result.stdout.splitlines():
+        name, _, file = line.partition(" ")
+        if not file or name.split(".")[0] == "vmpatch":
+            continue
+        if name.startswith("__editable__"):  # pip's editable-install finder
+            continue
+        real = os.path.realpath(file)
+        if any(real.startswith(d + os.sep) for d in site_dirs):
+            third_party.append(name)
+    assert third_party == [], third_party
+
+
+def test_hook_import_leaves_cli_alone() -> None:
+    """Neither typer nor rich may load for the hook: they are the bulk of start-up."""
+    imported = _imported(["-c", "import vmpatch.hook"])
+    assert "vmpatch.hook" in imported
+    assert not {n for n in imported if n.split(".")[0] in ("typer", "click", "rich")}
