@@ -191,3 +191,17 @@ def test_patch_from_tree_writes_no_proof_when_the_image_is_bad(tree: Path) -> No
     run = vmpatch("patch", "--from-tree", tree, tree / "vmlinux")
     assert run.returncode == 2 and "not an ELF file" in run.stderr
     assert not list(tree.rglob("*.merkle"))
+
+
+def test_stripped_suffix_comes_from_the_vmpatch_record(tree: Path) -> None:
+    """Outside kbuild, `ko strip --tree` leaves a record that `tree` honours."""
+    strip = require_tool("strip", "binutils")
+    (tree / "include" / "config" / "auto.conf").unlink()
+    run = vmpatch(
+        "ko", "strip", "--install-mod-strip", "1", "--strip-program", strip, "--tree", tree
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tree / "vmpatch-strip.json").is_file()
+    doc = vmpatch("tree", tree, "--json").json()
+    _, root = reference_root(tree, ".ko.stripped")
+    assert (doc["suffix"], doc["root"]) == (".ko.stripped", root.hex())

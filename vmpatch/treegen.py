@@ -39,16 +39,20 @@ STRIPPED_SUFFIX = ".ko.stripped"
 
 
 def default_suffix(build_dir: Path) -> str:
-    """``.ko.stripped`` when kbuild strips at build time, else ``.ko``.
+    """``.ko.stripped`` when the tree is stripped at build time, else ``.ko``.
 
     kbuild records INSTALL_MOD_STRIP as CONFIG_MODULE_INSTALL_STRIP in
-    include/config/auto.conf (patch 14) and then hashes ``%.ko.stripped``.
+    include/config/auto.conf (patch 14) and then hashes ``%.ko.stripped``;
+    outside kbuild, ``vmpatch ko strip --tree`` leaves its own record.
     """
-    if not (build_dir / "include" / "config" / "auto.conf").is_file():
-        return PLAIN_SUFFIX  # not a configured kbuild tree (e.g. collected artifacts)
-    from vmpatch.stripping import auto_conf_install_strip
+    from vmpatch.stripping import auto_conf_install_strip, read_record
 
-    return STRIPPED_SUFFIX if auto_conf_install_strip(build_dir) else PLAIN_SUFFIX
+    if (build_dir / "include" / "config" / "auto.conf").is_file():
+        stripped = bool(auto_conf_install_strip(build_dir))
+    else:
+        record = read_record(build_dir)
+        stripped = record is not None and bool(record.install_mod_strip)
+    return STRIPPED_SUFFIX if stripped else PLAIN_SUFFIX
 
 
 @dataclass(frozen=True)
