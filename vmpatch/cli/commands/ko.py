@@ -36,6 +36,10 @@ KernelOption = Annotated[
     Path | None,
     typer.Option("--kernel", help="Check the result against this vmlinux's root before writing."),
 ]
+InstallModStripNowOption = Annotated[
+    str | None,
+    typer.Option(help="INSTALL_MOD_STRIP now; refuse if the build used another value."),
+]
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -81,10 +85,7 @@ def append(
     proof: Annotated[Path, typer.Argument(help="Its .merkle proof file.")],
     replace: ReplaceOption = False,
     kernel: KernelOption = None,
-    install_mod_strip: Annotated[
-        str | None,
-        typer.Option(help="INSTALL_MOD_STRIP now; refuse if the build used another value."),
-    ] = None,
+    install_mod_strip: InstallModStripNowOption = None,
     build_dir: Annotated[
         Path | None, typer.Option(help="The build tree whose strip record to compare with.")
     ] = None,
@@ -128,10 +129,7 @@ def append_tree(
     ] = None,
     replace: ReplaceOption = False,
     kernel: KernelOption = None,
-    install_mod_strip: Annotated[
-        str | None,
-        typer.Option(help="INSTALL_MOD_STRIP now; refuse if the build used another value."),
-    ] = None,
+    install_mod_strip: InstallModStripNowOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Append every module's .merkle in one process; nothing is written unless all pass."""
