@@ -3,6 +3,7 @@
  * A miniature of the kernel's arch vmlinux.lds.S plus
  * include/asm-generic/vmlinux.lds.h, preprocessed with -undef and
  *   -DLOAD_OFFSET=<virtual - physical>  -DKERNEL_VADDR=<link address>
+ *   -DPAGE_SIZE=<segment alignment, far below a real page to stay small>
  * Every allocated output section gets AT(ADDR(sec) - LOAD_OFFSET), so the
  * program headers carry virtual and physical addresses as a kernel's do.
  */
@@ -23,7 +24,7 @@ SECTIONS
 	}
 
 	/* RO_DATA(PAGE_SIZE) */
-	. = ALIGN(4096);
+	. = ALIGN(PAGE_SIZE);
 	__start_rodata = .;
 	.rodata : AT(ADDR(.rodata) - LOAD_OFFSET) {
 		*(.rodata) *(.rodata.*) *(.srodata .srodata.*)
@@ -32,7 +33,7 @@ SECTIONS
 	__end_rodata = .;
 
 	/* RW_DATA */
-	. = ALIGN(4096);
+	. = ALIGN(PAGE_SIZE);
 	_sdata = .;
 	.data : AT(ADDR(.data) - LOAD_OFFSET) {
 		*(.data .data.*)
