@@ -205,3 +205,11 @@ def test_stripped_suffix_comes_from_the_vmpatch_record(tree: Path) -> None:
     doc = vmpatch("tree", tree, "--json").json()
     _, root = reference_root(tree, ".ko.stripped")
     assert (doc["suffix"], doc["root"]) == (".ko.stripped", root.hex())
+
+
+def test_strip_record_name_is_the_one_stripping_writes() -> None:
+    """treegen names the record without importing stripping; the two must agree."""
+    from vmpatch.stripping import RECORD_NAME
+    from vmpatch.treegen import STRIP_RECORD
+
+    assert STRIP_RECORD == RECORD_NAME

@@ -35,6 +35,8 @@ __all__ = [
 
 PROOF_SUFFIX = ".merkle"
 PLAIN_SUFFIX = ".ko"
+#: vmpatch.stripping.RECORD_NAME, repeated so that plain trees skip importing it.
+STRIP_RECORD = "vmpatch-strip.json"
 STRIPPED_SUFFIX = ".ko.stripped"
 
 
@@ -45,13 +47,17 @@ def default_suffix(build_dir: Path) -> str:
     include/config/auto.conf (patch 14) and then hashes ``%.ko.stripped``;
     outside kbuild, ``vmpatch ko strip --tree`` leaves its own record.
     """
-    from vmpatch.stripping import auto_conf_install_strip, read_record
-
     if (build_dir / "include" / "config" / "auto.conf").is_file():
+        from vmpatch.stripping import auto_conf_install_strip
+
         stripped = bool(auto_conf_install_strip(build_dir))
-    else:
+    elif (build_dir / STRIP_RECORD).is_file():
+        from vmpatch.stripping import read_record
+
         record = read_record(build_dir)
         stripped = record is not None and bool(record.install_mod_strip)
+    else:
+        stripped = False
     return STRIPPED_SUFFIX if stripped else PLAIN_SUFFIX
 
 
@@ -59,7 +65,12 @@ def default_suffix(build_dir: Path) -> str:
 class PlannedModule:
     entry: OrderEntry
     module: Path
-    proof: Path
+    build_dir: Path
+
+    @property
+    def proof(self) -> Path:
+        """Where kbuild's generator puts this module's proof: the suffix becomes .merkle."""
+        return self.build_dir / (self.entry.stem + PROOF_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -87,15 +98,17 @@ def plan_tree(
     if not suffix.startswith("."):
         raise UsageError(None, f"--suffix {suffix!r} must start with a dot, like .ko")
     planned = []
+    base = os.fspath(build_dir)
     for entry in read_modules_order(order):
-        module = entry.module_path(build_dir, suffix)
-        if not module.is_file():
+        module_name = f"{base}/{entry.stem}{suffix}"
+        if not os.path.isfile(module_name):
+            module = Path(module_name)
             raise InputError(
                 order,
                 f"line {entry.line_no}: module {module} does not exist"
                 + (" (build the modules, or check --suffix)" if not module.exists() else ""),
             )
-        planned.append(PlannedModule(entry, module, build_dir / (entry.stem + PROOF_SUFFIX)))
+        planned.append(PlannedModule(entry, Path(module_name), build_dir))
     return TreePlan(build_dir, order, suffix, tuple(planned))
 
 

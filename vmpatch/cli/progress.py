@@ -34,6 +34,12 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        auto_refresh=False,  # no refresh thread: hashing may fork worker processes
     ) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
+
+        def done(count: int) -> None:
+            bar.update(task, completed=count)
+            bar.refresh()
+
+        yield done
