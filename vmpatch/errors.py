@@ -75,6 +75,17 @@ class VmpatchError(Exception):
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}" if self.path else self.reason
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (worker processes hash modules); the
+        # default reduction would call __init__ with the message as the path.
+        return (_rebuild, (type(self), self.path, self.reason, self.hint))
+
+
+def _rebuild(
+    cls: type[VmpatchError], path: str | None, reason: str, hint: str | None
+) -> VmpatchError:
+    return cls(path, reason, hint=hint)
+
 
 class InputError(VmpatchError):
     """The input is malformed, truncated or not what the command needs."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,10 +22,11 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     A bar is drawn only when stderr is a terminal and the work is long; in CI
     logs and pipes nothing is printed.
     """
-    console = stderr()
-    if not console.is_terminal or total < _WORTH_A_BAR:
+    # The cheap checks first: in logs and pipes rich is not even imported.
+    if total < _WORTH_A_BAR or not sys.stderr.isatty() or not stderr().is_terminal:
         yield None
         return
+    console = stderr()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress(

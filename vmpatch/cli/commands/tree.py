@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from vmpatch.cli.app import app
-from vmpatch.cli.output import emit_json, stdout
+from vmpatch.cli.output import emit_json, plain, stdout
 from vmpatch.errors import EXIT_MISMATCH, UsageError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -82,9 +82,11 @@ def tree(
             }
         )
     else:
-        stdout().print(f"modules {len(plan.modules)}")
-        stdout().print(f"levels  {root.levels}")
-        stdout().print(f"root    {root.digest.hex()}")
+        plain(
+            f"modules {len(plan.modules)}",
+            f"levels  {root.levels}",
+            f"root    {root.digest.hex()}",
+        )
     return 0
 
 

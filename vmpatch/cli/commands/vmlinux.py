@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vmpatch.cli.app import app
-from vmpatch.cli.output import emit_json, stdout, warn
+from vmpatch.cli.output import emit_json, plain, stdout, warn
 from vmpatch.errors import EXIT_INPUT, UsageError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -202,5 +202,5 @@ def patch(
         for r in results:
             what = "patched" if r.changed else "already carries this root"
             where = "" if r.written == r.source else f" -> {r.written}"
-            stdout().print(f"{r.source}{where}: {what} at offset {r.offset:#x}")
+            plain(f"{r.source}{where}: {what} at offset {r.offset:#x}")
     return 0
