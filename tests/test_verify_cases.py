@@ -189,3 +189,20 @@ def test_human_output_and_exit_code(proved: Path) -> None:
     run = vmpatch("verify", "--kernel", proved / "vmlinux", *modules(proved))
     assert run.returncode == 1
     assert "REJECT" in run.stdout and "ENOKEY" in run.stdout and "4 of 5" in run.stdout
+
+
+def test_kernel_without_module_hashes(proved: Path, tmp_path: Path) -> None:
+    """No .module_hashes means no MODULE_HASHES: a Merkle proof is an unsupported type."""
+    objcopy = require_tool("objcopy", "binutils-multiarch")
+    image = tmp_path / "vmlinux.nohashes"
+    subprocess.run(
+        [objcopy, "--rename-section", ".module_hashes=.rodata.other", proved / "vmlinux", image],
+        check=True,
+    )
+    run = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0])
+    assert run.returncode == 1, run.stderr
+    doc = run.json()
+    assert doc["module_hashes"] is False
+    r = doc["modules"][0]
+    assert (r["errno"], r["load_result"]) == ("ENOPKG", "EKEYREJECTED")
+    assert "MODULE_HASHES" in r["reason"]

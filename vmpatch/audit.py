@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.elf import open_elf
+from vmpatch.rootrecord import ModuleHashesRoot
 from vmpatch.verify import KernelModel, Pkcs7Support, Verdict, kernel_verdict
-from vmpatch.vmlinux import read_root
+from vmpatch.vmlinux import SECTION_NAME, read_root
 
 __all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
 
@@ -33,16 +34,21 @@ class FileVerdict:
 
 
 def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
-    """The root of ``vmlinux`` and whether it has module signing."""
-    root = read_root(vmlinux)
+    """The root of ``vmlinux`` and whether it has module signing.
+
+    An image without ``.module_hashes`` is a kernel without MODULE_HASHES:
+    it still has a verdict for every module (a Merkle proof is ENOPKG there).
+    """
     with open_elf(vmlinux) as reader:
+        has_hashes = reader.section(SECTION_NAME) is not None
         if reader.section(".symtab") is None:
             pkcs7 = Pkcs7Support.UNKNOWN
         elif any(reader.find_symbols(name) for name in _MODULE_SIG_SYMBOLS):
             pkcs7 = Pkcs7Support.YES
         else:
             pkcs7 = Pkcs7Support.NO
-    return KernelModel(root=root, merkle=True, pkcs7=pkcs7)
+    root = read_root(vmlinux) if has_hashes else ModuleHashesRoot.placeholder()
+    return KernelModel(root=root, merkle=has_hashes, pkcs7=pkcs7)
 
 
 def modules_of_build_dir(

@@ -123,6 +123,7 @@ def verify(
         emit_json(
             {
                 "kernel": str(kernel),
+                "module_hashes": model.merkle,
                 "levels": model.root.levels,
                 "root": model.root.digest.hex(),
                 "pkcs7_support": model.pkcs7.value,
@@ -145,7 +146,12 @@ def verify(
     else:
         from rich.table import Table
 
-        table = Table(title=f"kernel root levels={model.root.levels} {model.root.digest.hex()}")
+        title = (
+            f"kernel root levels={model.root.levels} {model.root.digest.hex()}"
+            if model.merkle
+            else "kernel without MODULE_HASHES (no .module_hashes section)"
+        )
+        table = Table(title=title)
         for column in ("module", "verdict", "errno", "load (enforcing)", "reason"):
             table.add_column(column, overflow="fold")
         for r in results:
