@@ -350,6 +350,17 @@ ARCHES = (
 FORMS = ("vmlinux", "vmlinux.unstripped")
 
 
+def built_image(testdata: Path, name: str) -> Path:
+    """The testdata image ``arch/form``; skip (fail under CI) when it was not generated."""
+    from conftest import require, require_tool
+
+    path = testdata / name
+    require(path.is_file(), f"{path} missing: run scripts/make-testdata")
+    require_tool("readelf", "binutils-multiarch")
+    require_tool("objcopy", "binutils-multiarch")
+    return path
+
+
 def image_ids(testdata: Path) -> list[str]:
     """``arch/form`` for every expected image plus any other testdata vmlinux found.
 

@@ -24,6 +24,7 @@ from elfcorrupt import (
     SECTION,
     SYMBOL,
     ElfFacts,
+    built_image,
     dump_section,
     image_ids,
     readelf_facts,
@@ -47,11 +48,7 @@ READELF_MACHINES = {
 
 
 def _image(name: str) -> Path:
-    path = TESTDATA / name
-    require(path.is_file(), f"{path} missing: run scripts/make-testdata")
-    require_tool("readelf", "binutils-multiarch")
-    require_tool("objcopy", "binutils-multiarch")
-    return path
+    return built_image(TESTDATA, name)
 
 
 def _sorted_everywhere(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -20,10 +20,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TESTDATA, require, require_tool
+from conftest import ROOT, TESTDATA, require_tool
 from elfcorrupt import (
     SECTION,
     ElfFacts,
+    built_image,
     hexdump_section,
     image_ids,
     readelf_facts,
@@ -38,12 +39,7 @@ E2E_VMLINUX = Path("/work/shared/e2e/artifacts/vmlinux")
 
 
 def _image(name: str) -> Path:
-    """The testdata image ``arch/form``; skip (fail under CI) when it was not generated."""
-    path = TESTDATA / name
-    require(path.is_file(), f"{path} missing: run scripts/make-testdata")
-    require_tool("readelf", "binutils-multiarch")
-    require_tool("objcopy", "binutils-multiarch")
-    return path
+    return built_image(TESTDATA, name)
 
 
 def _copy(source: Path, target: Path, mode: int = 0o644) -> Path:
