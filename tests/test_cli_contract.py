@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TESTDATA
+from conftest import ROOT, TESTDATA, require
 
 from vmpatch import FORMAT_VERSION, __version__
 
@@ -486,3 +486,46 @@ def test_hook_import_leaves_cli_alone() -> None:
     imported = _imported(["-c", "import vmpatch.hook"])
     assert "vmpatch.hook" in imported
     assert not {n for n in imported if n.split(".")[0] in ("typer", "click", "rich")}
+
+
+def test_cli_decompression_limit_default_is_the_library_default() -> None:
+    from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED as CLI_DEFAULT
+    from vmpatch.compression import DEFAULT_MAX_DECOMPRESSED
+
+    assert CLI_DEFAULT == DEFAULT_MAX_DECOMPRESSED
+
+
+def test_decompression_limit_applies_to_append_and_the_hook(tmp_path: Path) -> None:
+    """A tiny --max-decompressed refuses a real .ko.xz before anything is written."""
+    xz = shutil.which("xz")
+    require(xz is not None, "xz is not installed (apt-get install xz-utils)")
+    tree = tmp_path / "t"
+    shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "vmpatch", "tree", str(tree)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    module = tree / "lib" / "crc_toy.ko"
+    subprocess.run([str(xz), "--check=crc32", str(module)], check=True)
+    packed = module.with_name("crc_toy.ko.xz")
+    before = packed.read_bytes()
+    proof = tree / "lib" / "crc_toy.merkle"
+    for argv in (
+        [sys.executable, "-m", "vmpatch", "ko", "append", "--max-decompressed", "1000"],
+        [sys.executable, "-m", "vmpatch.hook", "--max-decompressed", "1000"],
+    ):
+        run = subprocess.run(
+            [*argv, str(packed), str(proof)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 2, run.stderr
+        assert "1000" in run.stderr and "Traceback" not in run.stderr
+        assert packed.read_bytes() == before

@@ -13,7 +13,7 @@ Usage::
 
     vmpatch-ko-append [--replace] [--kernel VMLINUX]
                       [--install-mod-strip VALUE --build-dir DIR [--strip-program P]]
-                      MODULE PROOF
+                      [--max-decompressed BYTES] MODULE PROOF
 """
 
 from __future__ import annotations
@@ -59,6 +59,13 @@ def _parser() -> _Parser:
     parser.add_argument(
         "--strip-program", metavar="P", help="$(STRIP) now; compared with vmpatch's strip record"
     )
+    parser.add_argument(
+        "--max-decompressed",
+        metavar="BYTES",
+        type=int,
+        default=None,
+        help="refuse compressed modules larger than this when decompressed (256 MiB)",
+    )
     return parser
 
 
@@ -80,9 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         check = StripCheck(Path(args.build_dir), args.install_mod_strip, args.strip_program)
+    limit = {} if args.max_decompressed is None else {"max_size": args.max_decompressed}
     try:
         append_proof(
-            args.module, args.proof, replace=args.replace, kernel=args.kernel, strip_check=check
+            args.module,
+            args.proof,
+            replace=args.replace,
+            kernel=args.kernel,
+            strip_check=check,
+            **limit,
         )
     except VmpatchError as err:
         return _fail(str(err), err.exit_code)

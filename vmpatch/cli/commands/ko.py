@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
 from vmpatch.cli.output import emit_json, stdout
 from vmpatch.errors import UsageError
 
@@ -28,7 +29,6 @@ ko_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 ReplaceOption = Annotated[
     bool, typer.Option("--replace", help="Replace an existing trailer (one level only).")
 ]
@@ -92,13 +92,21 @@ def append(
     strip_program: Annotated[
         str | None, typer.Option(help="$(STRIP) now, compared with vmpatch's strip record.")
     ] = None,
+    max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
 ) -> None:
     """Append PROOF to MODULE, like kbuild's `cat PROOF >> MODULE`, but safely."""
     from vmpatch.kotool import append_proof
 
     check = _strip_check(install_mod_strip, build_dir, strip_program)
-    result = append_proof(module, proof, replace=replace, kernel=kernel, strip_check=check)
+    result = append_proof(
+        module,
+        proof,
+        replace=replace,
+        kernel=kernel,
+        strip_check=check,
+        max_size=max_decompressed,
+    )
     if json_:
         _emit([result.to_dict()], single=True)
     else:
@@ -130,6 +138,7 @@ def append_tree(
     replace: ReplaceOption = False,
     kernel: KernelOption = None,
     install_mod_strip: InstallModStripNowOption = None,
+    max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
 ) -> None:
     """Append every module's .merkle in one process; nothing is written unless all pass."""
@@ -138,7 +147,13 @@ def append_tree(
 
     check = StripCheck(build_dir, install_mod_strip) if install_mod_strip is not None else None
     results = run(
-        build_dir, dest=dest, suffix=suffix, replace=replace, kernel=kernel, strip_check=check
+        build_dir,
+        dest=dest,
+        suffix=suffix,
+        replace=replace,
+        kernel=kernel,
+        strip_check=check,
+        max_size=max_decompressed,
     )
     if json_:
         _emit([r.to_dict() for r in results], single=False)
@@ -156,6 +171,7 @@ def strip_proof(
         Path | None,
         typer.Option("--output", "-o", help="Write the result here (one MODULE only)."),
     ] = None,
+    max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
 ) -> None:
     """Remove the last trailer (proof or signature), leaving the bytes the kernel hashes."""
@@ -163,7 +179,7 @@ def strip_proof(
 
     if output is not None and len(modules) != 1:
         raise UsageError(None, "--output takes exactly one MODULE")
-    results = [run(m, all_trailers=all_, output=output) for m in modules]
+    results = [run(m, all_trailers=all_, output=output, max_size=max_decompressed) for m in modules]
     if json_:
         _emit([r.to_dict() for r in results], single=True)
         return

@@ -9,10 +9,9 @@ from typing import Annotated, Literal
 import typer
 
 from vmpatch.cli.app import app
+from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
 from vmpatch.cli.output import emit_json, plain, stdout
 from vmpatch.errors import EXIT_MISMATCH, UsageError
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 @app.command()
@@ -101,9 +100,7 @@ def verify(
         typer.Option("--modules", help="Take the modules from DIR/modules.order."),
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="With --modules: module suffix.")] = None,
-    max_decompressed: Annotated[
-        int, typer.Option(help="Refuse compressed modules larger than this when decompressed.")
-    ] = 256 * 1024 * 1024,
+    max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
 ) -> int:
     """Tell, for each module, whether the kernel will load it, and why not."""

@@ -9,10 +9,9 @@ from typing import Annotated
 import typer
 
 from vmpatch.cli.app import app
+from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
 from vmpatch.cli.output import emit_json, plain, stdout, warn
 from vmpatch.errors import EXIT_INPUT, UsageError
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 _MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst", ".ko.stripped")
 
@@ -75,9 +74,7 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
 def inspect(
     files: Annotated[list[Path], typer.Argument(help="vmlinux, vmlinux.unstripped or modules.")],
     json_: JsonOption = False,
-    max_decompressed: Annotated[
-        int, typer.Option(help="Refuse compressed modules larger than this when decompressed.")
-    ] = 256 * 1024 * 1024,
+    max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
 ) -> int:
     """Show where an image keeps its module-hash root, or what trailer a module carries."""
     from vmpatch.vmlinux import locate, location_report

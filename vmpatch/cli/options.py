@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Options shared by several commands, declared once so they read alike everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+__all__ = ["DEFAULT_MAX_DECOMPRESSED", "JsonOption", "MaxDecompressedOption"]
+
+#: vmpatch.compression.DEFAULT_MAX_DECOMPRESSED, repeated so the CLI does not import
+#: the codecs to build its help (tests/test_cli_contract.py checks they agree).
+DEFAULT_MAX_DECOMPRESSED = 256 * 1024 * 1024
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+MaxDecompressedOption = Annotated[
+    int,
+    typer.Option(
+        "--max-decompressed",
+        metavar="BYTES",
+        help="Refuse compressed modules larger than this when decompressed.",
+    ),
+]
