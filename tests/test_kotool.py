@@ -21,15 +21,10 @@ import pytest
 from conftest import TESTDATA, require, require_tool
 
 from vmpatch.errors import InputError, MismatchError
-from vmpatch.kotool import (
-    StripCheck,
-    append_proof,
-    append_tree,
-    check_strip_consistency,
-    strip_proof,
-)
+from vmpatch.kotool import append_proof, append_tree, strip_proof
 from vmpatch.merkle import MerkleTree
 from vmpatch.modreport import module_report
+from vmpatch.striptree import StripCheck, check_strip_consistency
 from vmpatch.trailer import MARKER, SIGNATURE_INFO, find_trailer, merkle_trailer
 
 KBUILD = TESTDATA / "kbuild-x86_64"

@@ -114,7 +114,7 @@ def append(
 
 
 def _strip_check(install_mod_strip: str | None, build_dir: Path | None, program: str | None) -> Any:
-    from vmpatch.kotool import StripCheck
+    from vmpatch.striptree import StripCheck
 
     if install_mod_strip is None and build_dir is None:
         if program is not None:
@@ -142,8 +142,8 @@ def append_tree(
     json_: JsonOption = False,
 ) -> None:
     """Append every module's .merkle in one process; nothing is written unless all pass."""
-    from vmpatch.kotool import StripCheck
     from vmpatch.kotool import append_tree as run
+    from vmpatch.striptree import StripCheck
 
     check = StripCheck(build_dir, install_mod_strip) if install_mod_strip is not None else None
     results = run(
@@ -216,8 +216,8 @@ def strip(
     json_: JsonOption = False,
 ) -> None:
     """Make %.ko.stripped beside each %.ko exactly as kbuild does (commands echoed on stderr)."""
-    from vmpatch.kotool import make_stripped, make_stripped_tree
     from vmpatch.stripping import strip_program as program_for
+    from vmpatch.striptree import make_stripped, make_stripped_tree
 
     program = program_for(llvm=llvm, cross_compile=cross_compile, override=strip_program)
     record = None
