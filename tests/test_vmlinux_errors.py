@@ -370,15 +370,16 @@ def test_patch_refuses_output_into_unwritable_directory(name: str, tmp_path: Pat
 
 
 def test_patch_refuses_output_into_missing_directory(tmp_path: Path) -> None:
-    """--output under a directory that does not exist is a system problem (exit 3), not a crash."""
+    """--output under a directory that does not exist is bad input (exit 2), like any
+    missing file (README's contract), not a system failure and not a crash."""
     s = _setup("x86_64/vmlinux", tmp_path)
     bad_out = tmp_path / "missing" / "out"
     _assert_refused(
         ["patch", "--root-file", s.root_file, "-o", bad_out, s.good],
         watched=[s.good],
         named=bad_out,
-        reason=["not writable"],
-        exit_code=3,
+        reason=["does not exist"],
+        exit_code=2,
     )
     assert not bad_out.exists()
 

@@ -21,11 +21,36 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vmpatch.errors import SystemFailure
+from vmpatch.errors import InputError, SystemFailure
 
 __all__ = ["TEMP_MARK", "atomic_copy", "atomic_write", "copy_metadata", "fsync_dir"]
 
 TEMP_MARK = ".vmpatch-tmp"
+
+
+def file_identity(path: Path) -> tuple[int, int] | str:
+    """What makes two names the same file: device and inode, or the resolved name."""
+    try:
+        st = path.stat()
+    except OSError:
+        return str(path.resolve())
+    return (st.st_dev, st.st_ino)
+
+
+def check_target(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work is done, a destination that cannot be written.
+
+    A missing directory or a directory in the file's place is the user's
+    input problem (exit 2); a directory we may not write to is the system's.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(path, f"cannot write: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SystemFailure(path, f"cannot write: directory {parent} is not writable")
 
 
 def fsync_dir(directory: Path) -> None:

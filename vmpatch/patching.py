@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UsageError
-from vmpatch.fsutil import atomic_copy
+from vmpatch.fsutil import atomic_copy, check_target, file_identity
 from vmpatch.rootrecord import ModuleHashesRoot
 from vmpatch.vmlinux import SECTION_NAME, RootLocation, locate
 
@@ -100,12 +100,46 @@ def _writable(path: Path, output: Path | None) -> None:
     if output is None:
         if not os.access(path, os.W_OK):
             raise SystemFailure(path, "cannot patch in place: file is not writable")
-    elif not os.access(output.parent, os.W_OK | os.X_OK):
-        raise SystemFailure(output, "cannot write: directory is not writable")
+    else:
+        check_target(output)
 
 
-def _write_at(fd: int, *, path: Path, offset: int, payload: bytes) -> None:
-    """One pwrite of the section bytes, then fsync and a read-back."""
+def _check_aliasing(sources: list[Path], targets: list[Path | None]) -> None:
+    """Refuse names that would make one write clobber another image of the call.
+
+    An --output that is another input (or another --output) would be replaced
+    by a copy of a different image, patched at an offset valid only for the
+    image it was planned on.
+    """
+    seen: dict[object, Path] = {}
+    for path in sources:
+        key = file_identity(path)
+        if key in seen:
+            raise UsageError(path, f"named twice (also as {seen[key]})")
+        seen[key] = path
+    for path, output in zip(sources, targets, strict=True):
+        if output is None:
+            continue
+        key = file_identity(output)
+        if key == file_identity(path):
+            continue  # --output naming the image itself: patch in place
+        if key in seen:
+            raise UsageError(
+                output, f"--output would overwrite {seen[key]}, also named in the call"
+            )
+        seen[key] = output
+
+
+def _write_at(
+    fd: int, *, path: Path, offset: int, payload: bytes, expect: bytes | None = None
+) -> None:
+    """One pwrite of the section bytes, then fsync and a read-back.
+
+    With ``expect``, the bytes there must still be the validated section
+    content: a copy of a file that changed since it was planned is refused.
+    """
+    if expect is not None and os.pread(fd, len(expect), offset) != expect:
+        raise InputError(path, "source changed while being copied; nothing written")
     written = os.pwrite(fd, payload, offset)
     if written != len(payload):
         raise SystemFailure(path, f"short write: {written} of {len(payload)} bytes")
@@ -134,6 +168,7 @@ def plan_patches(
     targets: list[Path | None] = [Path(o) for o in outputs] if outputs else [None] * len(sources)
     if len(targets) != len(sources):
         raise UsageError(None, f"{len(sources)} images but {len(targets)} --output paths")
+    _check_aliasing(sources, targets)
     plans = []
     for path, output in zip(sources, targets, strict=True):
         location = locate(path)
@@ -150,13 +185,15 @@ def apply_patches(plans: Sequence[PatchPlan]) -> list[PatchResult]:
         location, payload, output = plan.location, plan.payload, plan.output
         offset = location.section.offset
         old = location.content or b""
-        if output is None or output.resolve() == location.path.resolve():
+        if output is None or file_identity(output) == file_identity(location.path):
             written = location.path
             if old != payload:
                 _patch_in_place(location, payload)
         else:
             written = output
-            edit = partial(_write_at, path=output, offset=offset, payload=payload)
+            edit = partial(
+                _write_at, path=output, offset=offset, payload=payload, expect=location.content
+            )
             atomic_copy(location.path, output, edit=edit)
         results.append(
             PatchResult(location.path, written, offset, old, payload, location.identity.byteorder)
