@@ -191,18 +191,32 @@ def test_human_output_and_exit_code(proved: Path) -> None:
     assert "REJECT" in run.stdout and "ENOKEY" in run.stdout and "4 of 5" in run.stdout
 
 
-def test_kernel_without_module_hashes(proved: Path, tmp_path: Path) -> None:
-    """No .module_hashes means no MODULE_HASHES: a Merkle proof is an unsupported type."""
+def test_kernel_without_any_module_authentication(proved: Path, tmp_path: Path) -> None:
+    """No .module_hashes and no module_sig_check: no MODULE_AUTH, every module loads."""
     objcopy = require_tool("objcopy", "binutils-multiarch")
     image = tmp_path / "vmlinux.nohashes"
     subprocess.run(
         [objcopy, "--rename-section", ".module_hashes=.rodata.other", proved / "vmlinux", image],
         check=True,
     )
-    run = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0])
-    assert run.returncode == 1, run.stderr
+    unsigned = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
+    run = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0], unsigned)
+    assert run.returncode == 0, run.stderr
     doc = run.json()
-    assert doc["module_hashes"] is False
-    r = doc["modules"][0]
-    assert (r["errno"], r["load_result"]) == ("ENOPKG", "EKEYREJECTED")
-    assert "MODULE_HASHES" in r["reason"]
+    assert (doc["module_hashes"], doc["pkcs7_support"]) == (False, "no")
+    assert [(r["verdict"], r["load_result"]) for r in doc["modules"]] == [("ACCEPT", "0")] * 2
+
+
+def test_kernel_with_module_signing_but_without_module_hashes() -> None:
+    """MODULE_SIG without MODULE_HASHES: a Merkle proof is an unsupported type (ENOPKG)."""
+    from vmpatch.merkle import MerkleTree, leaf_digest
+    from vmpatch.rootrecord import ModuleHashesRoot
+    from vmpatch.verify import KernelModel, Pkcs7Support, kernel_verdict
+
+    module = b"\x7fELF module bytes"
+    tree = MerkleTree.from_leaves([leaf_digest(0, module), leaf_digest(1, b"other")])
+    kernel = KernelModel(ModuleHashesRoot.placeholder(), merkle=False, pkcs7=Pkcs7Support.YES)
+    verdict = kernel_verdict(module + tree.trailer(0), kernel)
+    assert (verdict.errno, verdict.load_result) == ("ENOPKG", "EKEYREJECTED")
+    assert "MODULE_HASHES" in verdict.reason
+    assert kernel_verdict(module, kernel).errno == "ENODATA"

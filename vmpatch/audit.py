@@ -22,9 +22,9 @@ from vmpatch.vmlinux import SECTION_NAME, read_root
 
 __all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
 
-#: Symbols only a kernel with CONFIG_MODULE_SIG links (kernel/module/signing.c and
-#: crypto/asymmetric_keys/pkcs7_verify.c via certs/system_keyring.c).
-_MODULE_SIG_SYMBOLS = ("module_sig_check", "verify_pkcs7_signature")
+#: A symbol only a kernel with CONFIG_MODULE_SIG links (kernel/module/signing.c).
+#: Not verify_pkcs7_signature: SYSTEM_DATA_VERIFICATION brings it without MODULE_SIG.
+_MODULE_SIG_SYMBOLS = ("module_sig_check",)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,21 @@ def _type_name(id_type: int) -> str:
 
 def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
     """Judge ``module`` (the kernel-visible, decompressed bytes) as the kernel would."""
+    if not kernel.merkle and kernel.pkcs7 is not Pkcs7Support.YES:
+        # Without MODULE_HASHES and MODULE_SIG there is no MODULE_AUTH, and
+        # module_auth_check() is the inline stub that returns 0.
+        if kernel.pkcs7 is Pkcs7Support.NO:
+            return Verdict(
+                "ACCEPT", None, "0", "0", "the kernel does not authenticate modules", "n/a"
+            )
+        return Verdict(
+            "UNCHECKED",
+            None,
+            "unknown",
+            "unknown",
+            "cannot tell whether the kernel authenticates modules (no symbols)",
+            "n/a",
+        )
     length = len(module)
     # 1. The marker. (Modules loaded with --force skip the check; not modelled.)
     if length <= len(_MARKER) or bytes(module[length - len(_MARKER) :]) != _MARKER:
