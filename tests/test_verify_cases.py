@@ -220,3 +220,25 @@ def test_kernel_with_module_signing_but_without_module_hashes() -> None:
     assert (verdict.errno, verdict.load_result) == ("ENOPKG", "EKEYREJECTED")
     assert "MODULE_HASHES" in verdict.reason
     assert kernel_verdict(module, kernel).errno == "ENODATA"
+
+
+def test_root_written_for_the_other_byte_order(tmp_path: Path) -> None:
+    """kbuild's .bin from a little-endian build objcopied into an s390x image.
+
+    levels then reads as 50331648: inspect, verify and the hook must say so
+    in one line (exit 2), never crash.
+    """
+    objcopy = require_tool("objcopy", "binutils-multiarch")
+    image, blob = tmp_path / "vmlinux", tmp_path / "le.bin"
+    shutil.copy(TESTDATA / "s390x" / "vmlinux", image)
+    blob.write_bytes((3).to_bytes(4, "little") + bytes(range(32)))
+    subprocess.run([objcopy, f"--update-section=.module_hashes={blob}", str(image)], check=True)
+    module = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
+    for run in (
+        vmpatch("inspect", image),
+        vmpatch("verify", "--kernel", image, module),
+    ):
+        assert run.returncode == 2, run
+        assert "other byte order" in run.stderr and "Traceback" not in run.stderr
+    doc = vmpatch("inspect", "--json", image).json()
+    assert doc["supported"] is False and doc["levels"] is None

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except OSError as err:
         return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), 3)
+    except Exception as err:  # a bug: still one line, never a traceback in make's output
+        return _fail(f"internal error: {type(err).__name__}: {err} (please report)", 70)
     return 0
 
 

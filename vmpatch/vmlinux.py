@@ -27,7 +27,7 @@ from vmpatch.elf import (
     open_elf,
 )
 from vmpatch.errors import InputError, UnsupportedLayout
-from vmpatch.rootrecord import ROOT_RECORD_SIZE, ModuleHashesRoot
+from vmpatch.rootrecord import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
 
 __all__ = ["SECTION_NAME", "SYMBOL_NAME", "RootLocation", "locate", "location_report", "read_root"]
 
@@ -48,10 +48,27 @@ class RootLocation:
 
     @property
     def root(self) -> ModuleHashesRoot | None:
-        """The decoded root, when the section has the supported size."""
+        """The decoded root, when the section has the supported size and sane content."""
         if self.content is None or len(self.content) != ROOT_RECORD_SIZE:
             return None
-        return ModuleHashesRoot.decode(self.content, self.identity.byteorder)
+        try:
+            return ModuleHashesRoot.decode(self.content, self.identity.byteorder)
+        except ValueError:
+            return None
+
+    def content_problem(self) -> str | None:
+        """Why 36 section bytes do not decode as a root (e.g. the wrong byte order)."""
+        if self.content is None or len(self.content) != ROOT_RECORD_SIZE or self.root:
+            return None
+        order = self.identity.byteorder
+        other: ByteOrder = "big" if order == "little" else "little"
+        levels = int.from_bytes(self.content[:4], order)
+        as_other = int.from_bytes(self.content[:4], other)
+        return f"levels {levels} is impossible for a {order}-endian image" + (
+            f" (read {other}-endian it is {as_other}: a root made for the other byte order?)"
+            if as_other <= 32
+            else ""
+        )
 
     @property
     def symbol(self) -> SymbolInfo | None:
@@ -135,6 +152,9 @@ def read_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
     """The root a vmlinux carries; InputError if it has none of the supported layout."""
     location = locate(path)
     location.check_patchable()
+    problem = location.content_problem()
+    if problem:
+        raise InputError(location.path, f"{SECTION_NAME} holds no valid root: {problem}")
     root = location.root
     assert root is not None  # check_patchable guarantees the size
     return root
@@ -157,6 +177,9 @@ def location_report(location: RootLocation) -> dict[str, object]:
         )
     elif location.content is None:
         warnings.append(f"{SECTION_NAME} has no bytes in the file")
+    elif problem_in_content := location.content_problem():
+        supported = False
+        warnings.append(f"{SECTION_NAME} holds no valid root: {problem_in_content}")
     return {
         "kind": "vmlinux",
         "path": str(location.path),
