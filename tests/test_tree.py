@@ -213,3 +213,29 @@ def test_strip_record_name_is_the_one_stripping_writes() -> None:
     from vmpatch.treegen import STRIP_RECORD
 
     assert STRIP_RECORD == RECORD_NAME
+
+
+def test_strip_record_counts_when_auto_conf_has_no_strip_line(tree: Path) -> None:
+    """An auto.conf from before patch 14 has no CONFIG_MODULE_INSTALL_STRIP line."""
+    strip = require_tool("strip", "binutils")
+    conf = tree / "include" / "config" / "auto.conf"
+    lines = conf.read_text().splitlines()
+    conf.write_text("\n".join(x for x in lines if "MODULE_INSTALL_STRIP" not in x) + "\n")
+    run = vmpatch(
+        "ko", "strip", "--install-mod-strip", "1", "--strip-program", strip, "--tree", tree
+    )
+    assert run.returncode == 0, run.stderr
+    assert vmpatch("tree", tree, "--json").json()["suffix"] == ".ko.stripped"
+
+
+@pytest.mark.parametrize("option", ["--root-out", "--c-out"])
+def test_unwritable_root_output_is_refused_before_any_proof(
+    tree: Path, tmp_path: Path, option: str
+) -> None:
+    (tree / "lib" / "crc_toy.ko").write_bytes(b"changed module")  # proofs would change
+    before = {p: p.read_bytes() for p in tree.rglob("*.merkle")}
+    for target in (tmp_path / "missing" / "x", tmp_path):  # no directory; a directory
+        run = vmpatch("tree", tree, option, target)
+        assert run.returncode == 2, run
+        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+        assert {p: p.read_bytes() for p in tree.rglob("*.merkle")} == before

@@ -132,6 +132,8 @@ def atomic_write(
         ref_stat: os.stat_result | None = reference.stat()
     except FileNotFoundError:
         ref_stat = None
+    except OSError as err:
+        raise SystemFailure.from_oserror(reference, err, "write") from err
     with _temporary_beside(target) as (fd, temp):
         try:
             view = memoryview(data)

@@ -47,10 +47,13 @@ def default_suffix(build_dir: Path) -> str:
     include/config/auto.conf (patch 14) and then hashes ``%.ko.stripped``;
     outside kbuild, ``vmpatch ko strip --tree`` leaves its own record.
     """
+    kbuild_value = None
     if (build_dir / "include" / "config" / "auto.conf").is_file():
         from vmpatch.stripping import auto_conf_install_strip
 
-        stripped = bool(auto_conf_install_strip(build_dir))
+        kbuild_value = auto_conf_install_strip(build_dir)  # None: no such line
+    if kbuild_value is not None:
+        stripped = bool(kbuild_value)
     elif (build_dir / STRIP_RECORD).is_file():
         from vmpatch.stripping import read_record
 

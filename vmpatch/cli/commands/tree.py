@@ -56,6 +56,11 @@ def tree(
     if byteorder not in (None, "little", "big"):
         raise UsageError(None, f"--byteorder must be little or big, not {byteorder!r}")
     order_arg: Literal["little", "big"] | None = byteorder  # type: ignore[assignment]
+    from vmpatch.fsutil import check_target
+
+    for target in (root_out, c_out):
+        if target is not None:
+            check_target(target)  # before any proof is written
     plan = plan_tree(build_dir, order_file=order, suffix=suffix)
     order_bytes = None
     if root_out is not None:  # decided before any hashing or writing
