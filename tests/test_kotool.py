@@ -321,7 +321,7 @@ def test_mode_and_xattrs_kept(built: tuple[Path, MerkleTree]) -> None:
     except OSError as err:
         if err.errno not in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP):
             raise
-        pytest.skip(f"filesystem refuses user xattrs: {err}")
+        require(False, f"filesystem refuses user xattrs: {err}")
     append_proof(module, proof)
     assert stat.S_IMODE(module.stat().st_mode) == 0o640
     assert os.getxattr(module, "user.vmpatch") == b"x"
@@ -507,3 +507,22 @@ def test_module_report_real_pkcs7_then_proof(built: tuple[Path, MerkleTree]) -> 
     assert dict(report.rows())["signer"] == "vmpatch test key"
     append_proof(module, proof, replace=True)
     assert module.read_bytes() == original + proof.read_bytes()
+
+
+def test_append_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    """Like kbuild's `cat >> link`: the linked file grows, the link stays a link."""
+    tree, _merkle = make_tree(tmp_path)
+    (module, proof) = modules(tree)[0]
+    real = tmp_path / "real.ko"
+    real.write_bytes(module.read_bytes())
+    try:
+        os.setxattr(real, "user.vmpatch", b"label")
+    except OSError:
+        require(False, "this filesystem refuses user xattrs")
+    link = tmp_path / "link.ko"
+    link.symlink_to(real)
+    original = real.read_bytes()
+    append_proof(link, proof)
+    assert link.is_symlink() and link.resolve() == real
+    assert real.read_bytes() == original + proof.read_bytes()
+    assert os.getxattr(real, "user.vmpatch") == b"label"

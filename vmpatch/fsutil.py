@@ -77,12 +77,12 @@ def copy_metadata(source_stat: os.stat_result, source: Path, target_fd: int) -> 
             raise SystemFailure.from_oserror(source, err, "keep the owner of") from err
     for name in _listxattr(source):
         with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
-            os.setxattr(target_fd, name, os.getxattr(source, name, follow_symlinks=False))
+            os.setxattr(target_fd, name, os.getxattr(source, name))
 
 
 def _listxattr(path: Path) -> list[str]:
     try:
-        return os.listxattr(path, follow_symlinks=False)
+        return os.listxattr(path)  # the file the data comes from, like its mode
     except OSError as err:
         if err.errno in (errno.ENOTSUP, errno.ENOSYS, errno.ENOENT):
             return []
@@ -124,9 +124,10 @@ def atomic_write(
     """Replace ``target`` with ``data``, keeping the metadata of ``like``.
 
     ``like`` defaults to ``target`` itself when it exists; a new file gets
-    ``mode`` (before the umask, as ``open`` would).
+    ``mode`` (before the umask, as ``open`` would). A symlink is followed, as
+    ``cat >> link`` would: the file it points to is replaced, the link stays.
     """
-    target = Path(target)
+    target = Path(os.path.realpath(target))
     reference = Path(like) if like is not None else target
     try:
         ref_stat: os.stat_result | None = reference.stat()
