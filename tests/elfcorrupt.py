@@ -350,6 +350,19 @@ ARCHES = (
 FORMS = ("vmlinux", "vmlinux.unstripped")
 
 
+def e2e_vmlinux() -> Path:
+    """The real kernel of the workspace's end-to-end harness, when it is there.
+
+    It lives beside the project (shared/e2e), not in it; CI clones the project
+    with shared/ beside it, so look there first.
+    """
+    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "e2e" / "artifacts"
+    for base in (beside, Path("/work/shared/e2e/artifacts")):
+        if (base / "vmlinux").is_file():
+            return base / "vmlinux"
+    return beside / "vmlinux"
+
+
 def built_image(testdata: Path, name: str) -> Path:
     """The testdata image ``arch/form``; skip (fail under CI) when it was not generated."""
     from conftest import require, require_tool

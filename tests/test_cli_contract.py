@@ -53,7 +53,8 @@ def _command(runner: str) -> list[str]:
         return [sys.executable, "-m", "vmpatch"]
     script = _script()
     if script is None:
-        pytest.skip("no vmpatch script installed beside this interpreter")
+        require(False, "no vmpatch script installed beside this interpreter (pip install -e .)")
+    assert script is not None
     return [script]
 
 
@@ -376,7 +377,7 @@ def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
         subprocess.run([chattr, "+i", str(directory)], capture_output=True).returncode == 0
     )
     if not made:
-        pytest.skip("running as root, and chattr +i is unavailable: root can write anywhere")
+        require(False, "running as root and chattr +i is unavailable (apt-get install e2fsprogs)")
     try:
         yield directory
     finally:

@@ -306,10 +306,10 @@ def test_patch_refuses_unwritable_image(name: str, tmp_path: Path) -> None:
     if immutable:
         chattr = shutil.which("chattr")
         if chattr is None:
-            pytest.skip("running as root and chattr is not installed (e2fsprogs)")
+            require(False, "running as root and chattr is not installed (e2fsprogs)")
         done = subprocess.run([chattr, "+i", str(s.bad)], capture_output=True, check=False)
         if done.returncode != 0:
-            pytest.skip(f"running as root and chattr +i is refused here: {done.stderr!r}")
+            require(False, f"running as root and chattr +i is refused here: {done.stderr!r}")
     else:
         s.bad.chmod(0o444)
     try:

@@ -26,6 +26,7 @@ from elfcorrupt import (
     ElfFacts,
     built_image,
     dump_section,
+    e2e_vmlinux,
     image_ids,
     readelf_facts,
     run_vmpatch,
@@ -217,7 +218,7 @@ def test_symbol_search_on_real_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
     from vmpatch.vmlinux import locate
 
-    real = Path("/work/shared/e2e/artifacts/vmlinux")
+    real = e2e_vmlinux()
     if not real.is_file():
         pytest.skip(f"{real} is not present (built by the end-to-end job only)")
     require_tool("readelf", "binutils-multiarch")

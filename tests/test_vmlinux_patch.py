@@ -25,6 +25,7 @@ from elfcorrupt import (
     SECTION,
     ElfFacts,
     built_image,
+    e2e_vmlinux,
     hexdump_section,
     image_ids,
     readelf_facts,
@@ -35,7 +36,7 @@ IMAGES = image_ids(TESTDATA)
 SECTION_SIZE = 36
 
 #: The real x86_64 kernel of the end-to-end job, when present (read-only, large).
-E2E_VMLINUX = Path("/work/shared/e2e/artifacts/vmlinux")
+E2E_VMLINUX = e2e_vmlinux()
 
 
 def _image(name: str) -> Path:
