@@ -73,7 +73,7 @@ def verify_files(
     from vmpatch.compression import DEFAULT_MAX_DECOMPRESSED, read_module
     from vmpatch.merkle import default_workers
 
-    limit = max_size or DEFAULT_MAX_DECOMPRESSED
+    limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
 
     def judge(path: Path) -> FileVerdict:
         content = read_module(path, max_size=limit)

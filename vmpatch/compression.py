@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.fsutil import open_input
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED",
@@ -295,7 +296,7 @@ def read_module(
     where = Path(path)
     codec = codec_for_path(where)
     try:
-        with open(where, "rb") as fh:
+        with open_input(where) as fh:
             if codec is Codec.NONE and os.fstat(fh.fileno()).st_size > max_size:
                 raise _too_big(where, max_size)
             raw = fh.read()

@@ -133,7 +133,17 @@ class ElfReader:
         )
 
     def read(self, offset: int, size: int) -> bytes:
-        """``size`` bytes at file ``offset``; InputError if the file is shorter."""
+        """``size`` bytes at file ``offset``; InputError if the file is shorter.
+
+        The bound is checked before reading: header fields are untrusted, and
+        a forged size must not become a huge allocation.
+        """
+        if offset < 0 or size < 0 or offset + size > self.file_size:
+            raise InputError(
+                self.path,
+                f"truncated or malformed: {size} bytes at offset {offset:#x} "
+                f"lie beyond the end of the file ({self.file_size:#x} bytes)",
+            )
         data = os.pread(self._stream.fileno(), size, offset)
         if len(data) != size:
             raise InputError(self.path, f"truncated: {size} bytes at offset {offset:#x} needed")
@@ -204,6 +214,7 @@ def _translated(path: Path) -> Iterator[None]:
 # Elf32_Ehdr / Elf64_Ehdr after e_ident: the fields that say where the tables are.
 _EHDR = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
 _SHDR_OFFSET_SIZE = {32: ("IIIIII", 4, 5), 64: ("IIQQQQ", 4, 5)}  # sh_offset, sh_size indexes
+_SHDR_SIZE = {32: 40, 64: 64}  # sizeof(Elf32_Shdr), sizeof(Elf64_Shdr)
 
 
 def _check_extent(path: Path, stream: BinaryIO) -> None:
@@ -229,14 +240,16 @@ def _check_extent(path: Path, stream: BinaryIO) -> None:
         )
     fields = ehdr.unpack(stream.read(ehdr.size))
     shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
+    layout, at_offset, at_size = _SHDR_OFFSET_SIZE[elfclass]
+    shdr = struct.Struct(order + layout)
+    if shnum and shentsize < _SHDR_SIZE[elfclass]:
+        raise InputError(path, f"malformed ELF: section header entries of {shentsize} bytes")
     end = shoff + shentsize * shnum
     if shnum and end > size:
         raise InputError(
             path, f"truncated: section headers end at {end:#x}, file has {size:#x} bytes"
         )
     if shnum and shstrndx < shnum:
-        layout, at_offset, at_size = _SHDR_OFFSET_SIZE[elfclass]
-        shdr = struct.Struct(order + layout)
         stream.seek(shoff + shentsize * shstrndx)
         names = shdr.unpack(stream.read(shdr.size))
         if names[at_offset] + names[at_size] > size:
@@ -244,14 +257,15 @@ def _check_extent(path: Path, stream: BinaryIO) -> None:
 
 
 @contextmanager
-def open_elf(path: str | os.PathLike[str], *, writable: bool = False) -> Iterator[ElfReader]:
+def open_elf(path: str | os.PathLike[str]) -> Iterator[ElfReader]:
     """Open ``path`` as ELF; InputError if it is not one, SystemFailure if it cannot be read."""
+    from vmpatch.fsutil import open_input
+
     path = Path(path)
     try:
-        stream = open(path, "r+b" if writable else "rb")  # noqa: SIM115 - closed below
+        stream = open_input(path)
     except OSError as err:
-        doing = "open for writing" if writable else "read"
-        raise SystemFailure.from_oserror(path, err, doing) from err
+        raise SystemFailure.from_oserror(path, err, "read") from err
     with stream:
         _check_extent(path, stream)
         stream.seek(0)

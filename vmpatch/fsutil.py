@@ -20,12 +20,50 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from vmpatch.errors import InputError, SystemFailure
 
-__all__ = ["TEMP_MARK", "atomic_copy", "atomic_write", "copy_metadata", "fsync_dir"]
+__all__ = [
+    "TEMP_MARK",
+    "atomic_copy",
+    "atomic_write",
+    "check_target",
+    "copy_metadata",
+    "file_identity",
+    "fsync_dir",
+    "open_input",
+]
 
 TEMP_MARK = ".vmpatch-tmp"
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def open_input(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open an input file for reading, refusing anything but a regular file.
+
+    The open is non-blocking so that a FIFO named by mistake cannot hang the
+    run before it is refused; OSErrors (missing, permission) propagate for
+    the caller to word.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(path, f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def file_identity(path: Path) -> tuple[int, int] | str:

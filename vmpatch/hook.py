@@ -35,6 +35,13 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(message)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def _parser() -> _Parser:
     """The command line; errors raise instead of printing usage and exiting."""
     parser = _Parser(
@@ -62,7 +69,7 @@ def _parser() -> _Parser:
     parser.add_argument(
         "--max-decompressed",
         metavar="BYTES",
-        type=int,
+        type=_positive,
         default=None,
         help="refuse compressed modules larger than this when decompressed (256 MiB)",
     )

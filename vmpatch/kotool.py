@@ -39,7 +39,7 @@ from vmpatch.compression import (
     read_module,
 )
 from vmpatch.errors import InputError, MismatchError, SystemFailure
-from vmpatch.fsutil import atomic_write
+from vmpatch.fsutil import atomic_write, open_input
 from vmpatch.trailer import MARKER, SIGNATURE_INFO, SignatureType, Trailer, find_trailer
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def read_proof(proof: str | os.PathLike[str]) -> tuple[bytes, int, int]:
 
 def _read_proof(path: Path) -> _Proof:
     try:
-        with open(path, "rb") as fh:
+        with open_input(path) as fh:
             data = fh.read(_MIN_PROOF + _DIGEST_SIZE * _MAX_LEVELS + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
         raise InputError(path, f"cannot read proof: {err.strerror}") from None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UnsupportedLayout
+from vmpatch.fsutil import open_input
 
 __all__ = ["OrderEntry", "read_modules_order"]
 
@@ -76,7 +77,8 @@ def read_modules_order(order_file: str | os.PathLike[str]) -> list[OrderEntry]:
     """Every entry of a build tree's modules.order, validated; [] for an empty file."""
     order_file = Path(order_file)
     try:
-        data = order_file.read_bytes()
+        with open_input(order_file) as stream:
+            data = stream.read()
     except FileNotFoundError as err:
         raise InputError(order_file, "no such file (is this a kernel build tree?)") from err
     except OSError as err:

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UsageError
-from vmpatch.fsutil import atomic_copy, check_target, file_identity
+from vmpatch.fsutil import atomic_copy, check_target, file_identity, open_input
 from vmpatch.rootrecord import ModuleHashesRoot
 from vmpatch.vmlinux import SECTION_NAME, RootLocation, locate
 
@@ -72,7 +72,8 @@ class PatchResult:
 def decode_root_file(path: str | os.PathLike[str]) -> bytes:
     """Read a root file (kbuild's ``.tmp_module_hashes.bin``): the raw section bytes."""
     try:
-        return Path(path).read_bytes()
+        with open_input(path) as stream:
+            return stream.read()
     except OSError as err:
         raise SystemFailure.from_oserror(path, err, "read") from err
 

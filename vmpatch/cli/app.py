@@ -26,6 +26,8 @@ _state = {"debug": False}
 
 #: Internal bug (EX_SOFTWARE): not part of the user-facing contract.
 EXIT_BUG = 70
+#: stdout closed by its reader: what a shell reports for a SIGPIPE death (128 + 13).
+EXIT_OUTPUT_CLOSED = 141
 
 
 def _version(value: bool) -> None:
@@ -68,6 +70,8 @@ def _click_exceptions() -> ModuleType:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and map every failure to its exit code."""
+    from vmpatch.cli.output import OutputClosed
+
     click = _click_exceptions()
     _register_commands()
     args = sys.argv[1:] if argv is None else argv
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(EXIT_INTERRUPTED)
+    except OutputClosed:
+        sys.exit(EXIT_OUTPUT_CLOSED)
     except click.ClickException as err:
         if type(err).__name__ == "NoArgsIsHelpError":  # bare `vmpatch`: the help, as click does
             print(err.format_message(), file=sys.stderr)

@@ -20,6 +20,7 @@ MaxDecompressedOption = Annotated[
     typer.Option(
         "--max-decompressed",
         metavar="BYTES",
+        min=1,
         help="Refuse compressed modules larger than this when decompressed.",
     ),
 ]

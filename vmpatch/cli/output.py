@@ -9,8 +9,12 @@ so nothing can wrap or colour it.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +23,30 @@ from vmpatch import FORMAT_VERSION
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["emit_json", "error_line", "plain", "stderr", "stdout", "warn"]
+__all__ = [
+    "OutputClosed",
+    "emit_json",
+    "error_line",
+    "plain",
+    "show",
+    "stderr",
+    "stdout",
+    "warn",
+]
 
 
 @cache
 def stdout() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    class _Stdout(Console):
+        def on_broken_pipe(self) -> None:
+            # rich >= 13.4 calls this on EPIPE and would exit 1 ("mismatch" here);
+            # hand the error to _guarded, which stops with EXIT_OUTPUT_CLOSED.
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "stdout closed by its reader")
+
+    return _Stdout(highlight=False, soft_wrap=True)
 
 
 @cache
@@ -34,6 +54,27 @@ def stderr() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OutputClosed(Exception):
+    """Whoever read stdout went away (``vmpatch ... | head``): stop quietly.
+
+    Not an OSError on purpose: click would turn a broken pipe into exit 1,
+    which in vmpatch's contract means "mismatch".
+    """
+
+
+@contextmanager
+def _guarded() -> Iterator[None]:
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError as err:
+        # Point stdout at /dev/null so the interpreter's last flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise OutputClosed from err
 
 
 def emit_json(document: Any) -> None:
@@ -44,9 +85,15 @@ def emit_json(document: Any) -> None:
         document = [
             {"format_version": FORMAT_VERSION, **d} if isinstance(d, dict) else d for d in document
         ]
-    json.dump(document, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    with _guarded():
+        json.dump(document, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+
+
+def show(renderable: Any) -> None:
+    """Print a rich renderable (a table, marked-up text) on stdout."""
+    with _guarded():
+        stdout().print(renderable)
 
 
 def plain(*lines: str) -> None:
@@ -56,8 +103,8 @@ def plain(*lines: str) -> None:
     and console set-up (~30 ms of a `vmpatch tree` run, scripts/bench-tree)
     for commands whose whole human output is a few plain lines.
     """
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
-    sys.stdout.flush()
+    with _guarded():
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
 def warn(message: str) -> None:

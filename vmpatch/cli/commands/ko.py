@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
-from vmpatch.cli.output import emit_json, stdout
+from vmpatch.cli.output import emit_json, show
 from vmpatch.errors import UsageError
 
 __all__ = ["ko_app"]
@@ -50,7 +50,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) ->
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    stdout().print(table)
+    show(table)
 
 
 def _emit(documents: list[dict[str, Any]], single: bool) -> None:
@@ -241,4 +241,4 @@ def strip(
         return
     _table("ko strip", ("module", "stripped"), [[str(m.source), str(m.stripped)] for m in made])
     if record is not None:
-        stdout().print(f"record: {record}")
+        show(f"record: {record}")

@@ -10,7 +10,7 @@ import typer
 
 from vmpatch.cli.app import app
 from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
-from vmpatch.cli.output import emit_json, plain, stdout
+from vmpatch.cli.output import emit_json, plain, show
 from vmpatch.errors import EXIT_MISMATCH, UsageError
 
 
@@ -166,6 +166,6 @@ def verify(
                 v.load_result,
                 v.reason,
             )
-        stdout().print(table)
-        stdout().print(f"{len(results) - rejected} of {len(results)} modules accepted or unchecked")
+        show(table)
+        show(f"{len(results) - rejected} of {len(results)} modules accepted or unchecked")
     return EXIT_MISMATCH if rejected else 0

@@ -10,7 +10,7 @@ import typer
 
 from vmpatch.cli.app import app
 from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
-from vmpatch.cli.output import emit_json, plain, stdout, warn
+from vmpatch.cli.output import emit_json, plain, show, warn
 from vmpatch.errors import EXIT_INPUT, UsageError
 
 _MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst", ".ko.stripped")
@@ -20,11 +20,14 @@ def _is_module(path: Path) -> bool:
     """Modules by name, or relocatable ELF files whatever their name."""
     if path.name.endswith(_MODULE_SUFFIXES):
         return True
+    from vmpatch.errors import InputError
+    from vmpatch.fsutil import open_input
+
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             head = f.read(18)
-    except OSError:
-        return False
+    except (OSError, InputError):
+        return False  # the reader that follows says what is wrong with it
     if head[:4] != b"\x7fELF" or len(head) < 18:
         return False
     e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
@@ -67,7 +70,7 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
     table.add_column(no_wrap=True)
     for label, value in rows:
         table.add_row(label, value)
-    stdout().print(table)
+    show(table)
 
 
 @app.command()
