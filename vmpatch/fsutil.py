@@ -7,8 +7,9 @@ destination's directory, flushed with ``fsync``, given the original's mode,
 owner and extended attributes (security labels such as SELinux contexts or
 IMA signatures), renamed over the destination, and the directory is synced.
 A crash at any moment leaves either the old file or the new one, never a mix.
-Temporary files carry the :data:`TEMP_MARK` so a later run can recognise
-(and remove) what an interrupted run left behind.
+Temporary files carry the :data:`TEMP_MARK` so that what a killed run left
+behind is recognisable (nothing removes them yet: that is the planned
+reroot's crash recovery); they never stand under a real file's name.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, ToolError
-from vmpatch.fsutil import atomic_write
+from vmpatch.fsutil import TEMP_MARK, atomic_write, fsync_dir
+from vmpatch.trailer import MARKER
 
 __all__ = [
     "RECORD_NAME",
@@ -43,7 +44,7 @@ __all__ = [
 RECORD_NAME = "vmpatch-strip.json"
 """The file next to a tree that records how its modules were stripped."""
 
-SIGNATURE_MARKER = b"~Module signature appended~\n"
+SIGNATURE_MARKER = MARKER  # a module ending with it carries a trailer strip would drop
 """The 28-byte trailer marker (FORMAT.md section 3)."""
 
 _CONFIG_KEY = "CONFIG_MODULE_INSTALL_STRIP="
@@ -300,7 +301,7 @@ def _batches(head: list[str], files: list[str], budget: int) -> list[list[str]]:
 def _copy_to_temp(src: Path, dst: Path) -> str:
     """``cp src dst`` into a temporary file next to ``dst``; return the temp path."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=TEMP_MARK)
     except OSError as err:
         raise SystemFailure.from_oserror(dst, err, "create a temporary file for") from None
     try:
@@ -314,6 +315,17 @@ def _copy_to_temp(src: Path, dst: Path) -> str:
         _unlink_quietly(tmp)
         raise SystemFailure.from_oserror(dst, err, "write") from None
     return tmp
+
+
+def _fsync_file(path: str, dst: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise SystemFailure.from_oserror(dst, err, "write") from None
 
 
 def _run_strip(argv: list[str], program: str) -> None:
@@ -363,11 +375,15 @@ def strip_modules(
                 if echo is not None:
                     echo(f"+ {shlex.join(argv)}")
                 _run_strip([resolved, *argv[1:]], program)
+        for tmp, dst in temps:  # strip rewrote them: make the content durable first
+            _fsync_file(tmp, dst)
         for tmp, dst in temps:
             try:
                 Path(tmp).replace(dst)
             except OSError as err:
                 raise SystemFailure.from_oserror(dst, err, "replace") from None
+        for directory in {dst.parent for _tmp, dst in temps}:
+            fsync_dir(directory)
         temps.clear()
     finally:
         for tmp, _dst in temps:
