@@ -128,29 +128,44 @@ def _listxattr(path: Path) -> list[str]:
         raise
 
 
+class _Temporary:
+    """An open temp file beside its target; closed exactly once."""
+
+    def __init__(self, target: Path) -> None:
+        try:
+            self.fd, name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=TEMP_MARK, dir=target.parent
+            )
+        except OSError as err:
+            raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
+        self.path = Path(name)
+        self.open = True
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False  # before close: a failed close must not be retried
+            os.close(self.fd)
+
+    def commit(self, target: Path) -> None:
+        """Make the content durable, then give it the target's name."""
+        os.fsync(self.fd)
+        self.close()
+        self.path.replace(target)
+        fsync_dir(target.parent)
+
+
 @contextlib.contextmanager
-def _temporary_beside(target: Path) -> Iterator[tuple[int, Path]]:
-    """A temp file next to ``target``, removed unless the caller renamed it."""
+def _temporary_beside(target: Path) -> Iterator[_Temporary]:
+    """A temp file next to ``target``, removed unless the caller committed it."""
+    temp = _Temporary(target)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARK, dir=target.parent)
-    except OSError as err:
-        raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
-    temp = Path(name)
-    try:
-        yield fd, temp
+        yield temp
     except BaseException:
         with contextlib.suppress(OSError):
-            os.close(fd)
+            temp.close()
         with contextlib.suppress(OSError):
-            temp.unlink()
+            temp.path.unlink()
         raise
-
-
-def _commit(fd: int, temp: Path, target: Path) -> None:
-    os.fsync(fd)
-    os.close(fd)
-    temp.replace(target)
-    fsync_dir(target.parent)
 
 
 def atomic_write(
@@ -174,7 +189,8 @@ def atomic_write(
         ref_stat = None
     except OSError as err:
         raise SystemFailure.from_oserror(reference, err, "write") from err
-    with _temporary_beside(target) as (fd, temp):
+    with _temporary_beside(target) as temp:
+        fd = temp.fd
         try:
             view = memoryview(data)
             while view:
@@ -185,7 +201,7 @@ def atomic_write(
                 umask = os.umask(0)
                 os.umask(umask)
                 os.fchmod(fd, mode & ~umask)
-            _commit(fd, temp, target)
+            temp.commit(target)
         except OSError as err:
             raise SystemFailure.from_oserror(target, err, "write") from err
 
@@ -210,13 +226,13 @@ def atomic_copy(
         raise SystemFailure.from_oserror(source, err, "read") from err
     try:
         src_stat = os.fstat(src_fd)
-        with _temporary_beside(target) as (fd, temp):
+        with _temporary_beside(target) as temp:
             try:
-                _copy_range(src_fd, fd, src_stat.st_size)
-                os.fchmod(fd, stat.S_IMODE(src_stat.st_mode))
+                _copy_range(src_fd, temp.fd, src_stat.st_size)
+                os.fchmod(temp.fd, stat.S_IMODE(src_stat.st_mode))
                 if edit is not None:
-                    edit(fd)
-                _commit(fd, temp, target)
+                    edit(temp.fd)
+                temp.commit(target)
             except OSError as err:
                 raise SystemFailure.from_oserror(target, err, "write") from err
     finally:

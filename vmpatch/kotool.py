@@ -40,6 +40,7 @@ from vmpatch.compression import (
 )
 from vmpatch.errors import InputError, MismatchError, SystemFailure
 from vmpatch.fsutil import atomic_write, open_input
+from vmpatch.rootrecord import MAX_LEVELS
 from vmpatch.trailer import MARKER, SIGNATURE_INFO, SignatureType, Trailer, find_trailer
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ __all__ = [
 
 _POS_SIZE = 4
 _DIGEST_SIZE = 32
-_MAX_LEVELS = 32  # pos is a be32
 _MIN_PROOF = _POS_SIZE + SIGNATURE_INFO.size + len(MARKER)
 
 # ---------------------------------------------------------------------------
@@ -176,10 +176,10 @@ def _parse_proof(path: Path, data: bytes) -> _Proof:
     if (sig_len - _POS_SIZE) % _DIGEST_SIZE:
         raise bad(f"sig_len {sig_len} is not 4 + 32 * levels")
     levels = (sig_len - _POS_SIZE) // _DIGEST_SIZE
-    if levels > _MAX_LEVELS:
-        raise bad(f"{levels} levels, more than {_MAX_LEVELS}")
+    if levels > MAX_LEVELS:
+        raise bad(f"{levels} levels, more than {MAX_LEVELS}")
     position = int.from_bytes(data[:_POS_SIZE], "big")
-    if levels < _MAX_LEVELS and position >> levels:
+    if levels < MAX_LEVELS and position >> levels:
         raise bad(f"position {position} does not fit in a tree of {levels} levels")
     return _Proof(path, data, position, levels)
 
@@ -193,7 +193,7 @@ def read_proof(proof: str | os.PathLike[str]) -> tuple[bytes, int, int]:
 def _read_proof(path: Path) -> _Proof:
     try:
         with open_input(path) as fh:
-            data = fh.read(_MIN_PROOF + _DIGEST_SIZE * _MAX_LEVELS + 1)
+            data = fh.read(_MIN_PROOF + _DIGEST_SIZE * MAX_LEVELS + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
         raise InputError(path, f"cannot read proof: {err.strerror}") from None
     except OSError as err:

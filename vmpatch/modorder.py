@@ -51,7 +51,7 @@ def _check_line(order_file: Path, line_no: int, raw: str) -> str:
     def bad(reason: str) -> InputError:
         return InputError(order_file, f"line {line_no}: {reason}")
 
-    if raw.endswith("\r") or "\r" in raw:
+    if "\r" in raw:
         raise bad("carriage return (CRLF line ends?)")
     if not raw:
         raise bad("empty line")

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DIGEST_SIZE", "ROOT_RECORD_SIZE", "ByteOrder", "ModuleHashesRoot"]
+__all__ = ["DIGEST_SIZE", "MAX_LEVELS", "ROOT_RECORD_SIZE", "ByteOrder", "ModuleHashesRoot"]
 
 ByteOrder = Literal["little", "big"]
 
@@ -32,7 +32,8 @@ _LEVELS = {"little": struct.Struct("<I"), "big": struct.Struct(">I")}
 #: sizeof(struct module_hashes_root): u32 levels + u8 hash[32].
 ROOT_RECORD_SIZE = _LEVELS["little"].size + DIGEST_SIZE
 
-_MAX_LEVELS = 32  # pos is a be32: a tree over 2**32 modules cannot be addressed
+#: pos is a be32: a tree over more than 2**32 modules cannot be addressed.
+MAX_LEVELS = 32
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class ModuleHashesRoot:
     def __post_init__(self) -> None:
         if len(self.digest) != DIGEST_SIZE:
             raise ValueError(f"root digest must be {DIGEST_SIZE} bytes, not {len(self.digest)}")
-        if not 0 <= self.levels <= _MAX_LEVELS:
-            raise ValueError(f"levels must be between 0 and {_MAX_LEVELS}, not {self.levels}")
+        if not 0 <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be between 0 and {MAX_LEVELS}, not {self.levels}")
 
     @classmethod
     def placeholder(cls) -> ModuleHashesRoot:

@@ -35,7 +35,6 @@ from enum import IntEnum
 __all__ = [
     "MARKER",
     "SIGNATURE_INFO",
-    "TRAILER_OVERHEAD",
     "SignatureType",
     "Trailer",
     "find_trailer",
@@ -48,9 +47,6 @@ MARKER = b"~Module signature appended~\n"
 
 #: struct module_signature: algo, hash, id_type, signer_len, key_id_len, __pad[3], be32 sig_len.
 SIGNATURE_INFO = struct.Struct(">BBBBB3xI")
-
-#: Bytes a trailer adds besides the signature itself: 12 + 28.
-TRAILER_OVERHEAD = SIGNATURE_INFO.size + len(MARKER)
 
 _POS = struct.Struct(">I")
 _DIGEST_SIZE = 32
@@ -110,7 +106,7 @@ class Trailer:
 
     @property
     def levels(self) -> int | None:
-        """For a well-formed Merkle trailer, the number of sibling digests."""
+        """For a Merkle trailer whose sig_len is 4 + 32 * n, that n (the proof's levels)."""
         if self.kind != "merkle" or (self.sig_len - _POS.size) % _DIGEST_SIZE:
             return None
         return (self.sig_len - _POS.size) // _DIGEST_SIZE
@@ -120,15 +116,6 @@ class Trailer:
         if self.kind != "merkle" or self.sig_len < _POS.size:
             return None
         return int(_POS.unpack_from(data, self.module_size)[0])
-
-    def siblings(self, data: bytes | memoryview) -> list[bytes]:
-        """For a Merkle trailer, the sibling digests, bottom-up."""
-        levels = self.levels or 0
-        start = self.module_size + _POS.size
-        return [
-            bytes(data[start + _DIGEST_SIZE * k : start + _DIGEST_SIZE * (k + 1)])
-            for k in range(levels)
-        ]
 
 
 def find_trailer(data: bytes | memoryview) -> Trailer | None:

@@ -150,9 +150,11 @@ def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
     # 6. module_hash_check.
     levels = kernel.root.levels
     if sig_len != 4 + _DIGEST * levels:
-        have = (sig_len - 4) / _DIGEST
-        have_text = str(int(have)) if have == int(have) else f"{sig_len}-byte"
-        return _reject("ENOPKG", f"proof has {have_text} levels, kernel root has {levels}", kind)
+        if sig_len >= 4 and (sig_len - 4) % _DIGEST == 0:
+            proof = f"proof has {(sig_len - 4) // _DIGEST} levels"
+        else:
+            proof = f"proof is {sig_len} bytes, not 4 + 32 per level"
+        return _reject("ENOPKG", f"{proof}, kernel root has {levels}", kind)
     proof_at = module_len
     (pos,) = struct.unpack_from(">I", module, proof_at)
     cur = hashlib.sha256(b"\x01" + struct.pack(">I", pos) + bytes(module[:module_len])).digest()
