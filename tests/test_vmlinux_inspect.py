@@ -33,6 +33,8 @@ from elfcorrupt import (
     tail_merge_symbol_name,
 )
 
+from vmpatch.vmlinux import RootLocation
+
 IMAGES = image_ids(TESTDATA)
 
 #: readelf's "Machine:" text -> the e_machine name `inspect` reports (pyelftools' spelling).
@@ -186,6 +188,21 @@ def _forbid(*_args: object, **_kwargs: object) -> Any:
     raise AssertionError("pyelftools' per-symbol decoding was used")
 
 
+def _located_without_symbol_decoding(image: Path, monkeypatch: pytest.MonkeyPatch) -> RootLocation:
+    """locate() with pyelftools' per-symbol entry points made to raise; checked by readelf."""
+    from elftools.elf.sections import SymbolTableSection
+
+    from vmpatch.vmlinux import locate
+
+    for method in ("get_symbol_by_name", "iter_symbols", "get_symbol"):
+        monkeypatch.setattr(SymbolTableSection, method, _forbid)
+    location = locate(image)
+    sym = readelf_facts(image).symbol(SYMBOL)
+    assert location.symbol is not None
+    assert (location.symbol.value, location.symbol.size) == (sym.value, sym.size)
+    return location
+
+
 @pytest.mark.parametrize(
     "name", ["x86_64/vmlinux.unstripped", "s390x/vmlinux", "arm/vmlinux", "riscv64/vmlinux"]
 )
@@ -199,38 +216,19 @@ def test_symbol_search_does_not_decode_every_symbol(
     entry points raise, and the symbol must still be found, with the value
     and size readelf reports.
     """
-    from elftools.elf.sections import SymbolTableSection
-
-    from vmpatch.vmlinux import locate
-
-    image = _image(name)
-    for method in ("get_symbol_by_name", "iter_symbols", "get_symbol"):
-        monkeypatch.setattr(SymbolTableSection, method, _forbid)
-    location = locate(image)
-    sym = readelf_facts(image).symbol(SYMBOL)
-    assert location.symbol is not None
-    assert (location.symbol.value, location.symbol.size) == (sym.value, sym.size)
+    _located_without_symbol_decoding(_image(name), monkeypatch)
 
 
 def test_symbol_search_on_real_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The same on a real vmlinux (~28,000 symbols), where the slow path would matter."""
-    from elftools.elf.sections import SymbolTableSection
-
-    from vmpatch.vmlinux import locate
-
     real = e2e_vmlinux()
     if not real.is_file():
         pytest.skip(f"{real} is not present (built by the end-to-end job only)")
     require_tool("readelf", "binutils-multiarch")
     image = tmp_path / "vmlinux"
     shutil.copyfile(real, image)
-    for method in ("get_symbol_by_name", "iter_symbols", "get_symbol"):
-        monkeypatch.setattr(SymbolTableSection, method, _forbid)
-    location = locate(image)
-    sym = readelf_facts(image).symbol(SYMBOL)
-    assert location.symbol is not None
-    assert (location.symbol.value, location.symbol.size) == (sym.value, sym.size)
-    assert location.section.addr == sym.value
+    location = _located_without_symbol_decoding(image, monkeypatch)
+    assert location.section.addr == location.symbol.value  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("name", ["x86_64/vmlinux.unstripped", "s390x/vmlinux"])
