@@ -461,6 +461,13 @@ def test_module_report(built: tuple[Path, MerkleTree]) -> None:
     assert doc["trailer"]["kind"] == "merkle"
     assert doc["trailer"]["position"] == 2 and isinstance(doc["trailer"]["position"], int)
     assert doc["trailer"]["levels"] == 3
+    # also at the top level, as the proof's own bytes say (FORMAT.md section 3)
+    raw = proof.read_bytes()
+    assert (doc["position"], doc["levels"]) == (
+        int.from_bytes(raw[:4], "big"),
+        (len(raw) - 4 - 12 - 28) // 32,
+    )
+    assert (plain.to_dict()["position"], plain.to_dict()["levels"]) == (None, None)
     assert doc["modinfo"]["license"] == ["GPL"]
     assert ("position", "2") in report.rows()
     # PKCS#7 that does not parse: reported with a note, modinfo still read

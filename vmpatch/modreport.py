@@ -79,10 +79,17 @@ class ModuleReport:
         return doc
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready document (``kind`` is ``"module"``)."""
+        """A JSON-ready document (``kind`` is ``"module"``).
+
+        ``position`` and ``levels`` also stand at the top level (null unless the
+        last trailer is a Merkle proof), so ``jq .levels`` reads an image and a
+        module alike; ``trailer`` holds the details.
+        """
         return {
             "kind": "module",
             "path": str(self.path),
+            "position": self.position,
+            "levels": self.levels,
             "codec": self.codec,
             "size": self.size,
             "content_size": self.content_size,
