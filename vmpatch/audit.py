@@ -18,7 +18,7 @@ from pathlib import Path
 from vmpatch.elf import open_elf
 from vmpatch.rootrecord import ModuleHashesRoot
 from vmpatch.verify import KernelModel, Pkcs7Support, Verdict, kernel_verdict
-from vmpatch.vmlinux import SECTION_NAME, read_root
+from vmpatch.vmlinux import SECTION_NAME, locate_in, root_of
 
 __all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
 
@@ -39,15 +39,15 @@ def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
     An image without ``.module_hashes`` is a kernel without MODULE_HASHES:
     it still has a verdict for every module (a Merkle proof is ENOPKG there).
     """
-    with open_elf(vmlinux) as reader:
+    with open_elf(vmlinux) as reader:  # one open: root and symbols from the same file
         has_hashes = reader.section(SECTION_NAME) is not None
+        root = root_of(locate_in(reader)) if has_hashes else ModuleHashesRoot.placeholder()
         if reader.section(".symtab") is None:
             pkcs7 = Pkcs7Support.UNKNOWN
         elif any(reader.find_symbols(name) for name in _MODULE_SIG_SYMBOLS):
             pkcs7 = Pkcs7Support.YES
         else:
             pkcs7 = Pkcs7Support.NO
-    root = read_root(vmlinux) if has_hashes else ModuleHashesRoot.placeholder()
     return KernelModel(root=root, merkle=has_hashes, pkcs7=pkcs7)
 
 

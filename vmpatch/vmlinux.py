@@ -29,7 +29,16 @@ from vmpatch.elf import (
 from vmpatch.errors import InputError, UnsupportedLayout
 from vmpatch.rootrecord import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
 
-__all__ = ["SECTION_NAME", "SYMBOL_NAME", "RootLocation", "locate", "location_report", "read_root"]
+__all__ = [
+    "SECTION_NAME",
+    "SYMBOL_NAME",
+    "RootLocation",
+    "locate",
+    "locate_in",
+    "location_report",
+    "read_root",
+    "root_of",
+]
 
 SECTION_NAME = ".module_hashes"
 SYMBOL_NAME = "module_hashes_root"
@@ -123,7 +132,8 @@ class RootLocation:
             raise InputError(self.path, problem)
 
 
-def _locate_in(reader: ElfReader) -> RootLocation:
+def locate_in(reader: ElfReader) -> RootLocation:
+    """Find ``.module_hashes`` and its symbol in an already open image."""
     section = reader.section(SECTION_NAME)
     if section is None:
         raise InputError(
@@ -145,12 +155,16 @@ def _locate_in(reader: ElfReader) -> RootLocation:
 def locate(path: str | os.PathLike[str]) -> RootLocation:
     """Find ``.module_hashes`` and its symbol in the ELF file at ``path``."""
     with open_elf(path) as reader:
-        return _locate_in(reader)
+        return locate_in(reader)
 
 
 def read_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
     """The root a vmlinux carries; InputError if it has none of the supported layout."""
-    location = locate(path)
+    return root_of(locate(path))
+
+
+def root_of(location: RootLocation) -> ModuleHashesRoot:
+    """The root a located image carries; InputError if it has none of the supported layout."""
     location.check_patchable()
     problem = location.content_problem()
     if problem:
