@@ -491,7 +491,7 @@ def test_hook_import_leaves_cli_alone() -> None:
 
 def test_cli_decompression_limit_default_is_the_library_default() -> None:
     from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED as CLI_DEFAULT
-    from vmpatch.compression import DEFAULT_MAX_DECOMPRESSED
+    from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
 
     assert CLI_DEFAULT == DEFAULT_MAX_DECOMPRESSED
 

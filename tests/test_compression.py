@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""vmpatch.compression against the real gzip, xz and zstd command-line tools."""
+"""vmpatch.ko.compression against the real gzip, xz and zstd command-line tools."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from conftest import require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmpatch.compression import (
+from vmpatch.errors import InputError
+from vmpatch.ko.compression import (
     XZ_DICT_SIZE,
     Codec,
     codec_for_path,
@@ -21,7 +22,6 @@ from vmpatch.compression import (
     decompress,
     read_module,
 )
-from vmpatch.errors import InputError
 
 PACKAGES = {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd"}
 CLI = {Codec.GZIP: "gzip", Codec.XZ: "xz", Codec.ZSTD: "zstd"}

@@ -33,8 +33,8 @@ import pytest
 from conftest import TESTDATA, require, require_tool
 from killer import listing, sweep, timed_run, wait_gone
 
-from vmpatch.fsutil import TEMP_MARK
-from vmpatch.trailer import merkle_trailer
+from vmpatch.fs.atomic import TEMP_MARK
+from vmpatch.records.trailer import merkle_trailer
 
 VMLINUX = TESTDATA / "x86_64" / "vmlinux.unstripped"
 KBUILD = TESTDATA / "kbuild-x86_64"

@@ -21,11 +21,12 @@ import pytest
 from conftest import TESTDATA, require, require_tool
 
 from vmpatch.errors import InputError, MismatchError
-from vmpatch.kotool import append_proof, append_tree, strip_proof
+from vmpatch.ko.proof import append_proof, strip_proof
+from vmpatch.ko.report import module_report
 from vmpatch.merkle import MerkleTree
-from vmpatch.modreport import module_report
-from vmpatch.striptree import StripCheck, check_strip_consistency
-from vmpatch.trailer import MARKER, SIGNATURE_INFO, find_trailer, merkle_trailer
+from vmpatch.records.trailer import MARKER, SIGNATURE_INFO, find_trailer, merkle_trailer
+from vmpatch.workflow.append_tree import append_tree
+from vmpatch.workflow.strip_tree import StripCheck, check_strip_consistency
 
 KBUILD = TESTDATA / "kbuild-x86_64"
 
@@ -43,7 +44,7 @@ CODECS = {
 
 def make_tree(tmp_path: Path) -> tuple[Path, MerkleTree]:
     """A writable copy of the kbuild test tree with its .merkle files written."""
-    from vmpatch.treegen import build_tree, plan_tree, write_proofs
+    from vmpatch.workflow.tree import build_tree, plan_tree, write_proofs
 
     require(KBUILD.is_dir(), f"{KBUILD} is missing (run scripts/make-testdata)")
     tree = tmp_path / "build"
@@ -56,7 +57,7 @@ def make_tree(tmp_path: Path) -> tuple[Path, MerkleTree]:
 
 def patched_vmlinux(tmp_path: Path, tree: MerkleTree) -> Path:
     """A copy of the test vmlinux carrying ``tree``'s root."""
-    from vmpatch.patching import RootSource, patch_images
+    from vmpatch.workflow.patch import RootSource, patch_images
 
     image = tmp_path / "vmlinux"
     shutil.copyfile(KBUILD / "vmlinux", image)
@@ -66,7 +67,7 @@ def patched_vmlinux(tmp_path: Path, tree: MerkleTree) -> Path:
 
 def modules(tree: Path) -> list[tuple[Path, Path]]:
     """(module, proof) pairs in modules.order order."""
-    from vmpatch.treegen import plan_tree
+    from vmpatch.workflow.tree import plan_tree
 
     return [(m.module, m.proof) for m in plan_tree(tree, suffix=".ko").modules]
 
@@ -226,7 +227,7 @@ def test_kernel_check_accepts_and_refuses_before_writing(
 
 def test_kernel_check_two_module_tree(tmp_path: Path) -> None:
     """A tree of exactly two modules: each proof verifies only at its own place."""
-    from vmpatch.treegen import build_tree, plan_tree, write_proofs
+    from vmpatch.workflow.tree import build_tree, plan_tree, write_proofs
 
     tree, _ = make_tree(tmp_path)
     order = (tree / "modules.order").read_text().splitlines()[:2]
@@ -344,8 +345,8 @@ def test_append_tree_build_dir(built: tuple[Path, MerkleTree], tmp_path: Path) -
 
 
 def test_append_tree_staged_install_all_codecs(built: tuple[Path, MerkleTree]) -> None:
-    from vmpatch.modorder import read_modules_order
-    from vmpatch.verify import KernelModel, kernel_verdict
+    from vmpatch.records.modorder import read_modules_order
+    from vmpatch.verdict import KernelModel, kernel_verdict
 
     tree, merkle = built
     dest = tree.parent / "staging"
@@ -396,7 +397,7 @@ def test_strip_mismatch_caught_before_any_change(built: tuple[Path, MerkleTree])
 
 
 def test_strip_consistency_with_vmpatch_record(tmp_path: Path) -> None:
-    from vmpatch.stripping import StripRecord, write_record
+    from vmpatch.records.striprecord import StripRecord, write_record
 
     tree = tmp_path / "t"
     tree.mkdir()
@@ -461,7 +462,7 @@ def test_module_report(built: tuple[Path, MerkleTree]) -> None:
     assert doc["trailer"]["kind"] == "merkle"
     assert doc["trailer"]["position"] == 2 and isinstance(doc["trailer"]["position"], int)
     assert doc["trailer"]["levels"] == 3
-    # also at the top level, as the proof's own bytes say (FORMAT.md section 3)
+    # also at the top level, as the proof's own bytes say (docs/format.md section 3)
     raw = proof.read_bytes()
     assert (doc["position"], doc["levels"]) == (
         int.from_bytes(raw[:4], "big"),

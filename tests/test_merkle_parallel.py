@@ -33,7 +33,7 @@ def modules(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def expected(paths: list[Path]) -> list[bytes]:
-    """The leaves straight from FORMAT.md, without vmpatch."""
+    """The leaves straight from docs/format.md, without vmpatch."""
     return [
         hashlib.sha256(b"\x01" + struct.pack(">I", i) + p.read_bytes()).digest()
         for i, p in enumerate(paths)

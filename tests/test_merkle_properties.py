@@ -4,10 +4,10 @@
 Three independent views of the same tree are compared here:
 
 * :mod:`vmpatch.merkle` (the generator, bottom-up over layers),
-* :class:`RefTree` below (top-down and recursive, written from FORMAT.md
+* :class:`RefTree` below (top-down and recursive, written from docs/format.md
   section 2 only, sharing no code with the generator), and
-* :func:`vmpatch.verify.kernel_verdict` (the kernel's load-time check,
-  FORMAT.md section 4), which recomputes the root from a proof.
+* :func:`vmpatch.verdict.kernel_verdict` (the kernel's load-time check,
+  docs/format.md section 4), which recomputes the root from a proof.
 
 A bug in one of them has to be repeated in another, written in a different
 style, to go unnoticed. The golden vectors pin the bytes to values computed
@@ -35,10 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmpatch.merkle import MerkleTree, leaf_digest, node_digest, tree_levels
-from vmpatch.rootrecord import ModuleHashesRoot
-from vmpatch.trailer import MARKER, find_trailer, proof_sig_len
-from vmpatch.treegen import build_tree, plan_tree, write_proofs
-from vmpatch.verify import KernelModel, Pkcs7Support, kernel_verdict
+from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.trailer import MARKER, find_trailer, proof_sig_len
+from vmpatch.verdict import KernelModel, Pkcs7Support, kernel_verdict
+from vmpatch.workflow.tree import build_tree, plan_tree, write_proofs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ GOLDEN = [
 
 
 # --------------------------------------------------------------------------------------------
-# The independent reference: top-down, recursive, from FORMAT.md section 2 alone.
+# The independent reference: top-down, recursive, from docs/format.md section 2 alone.
 
 
 def ref_leaf(index: int, data: bytes) -> bytes:
@@ -163,7 +163,7 @@ class RefTree:
         return siblings
 
     def trailer(self, index: int) -> bytes:
-        """FORMAT.md section 3 written out field by field."""
+        """docs/format.md section 3 written out field by field."""
         proof = index.to_bytes(4, "big") + b"".join(self.proof(index))
         info = bytes([0, 0, MERKLE_ID_TYPE, 0, 0, 0, 0, 0]) + len(proof).to_bytes(4, "big")
         return proof + info + b"~Module signature appended~\n"
@@ -200,7 +200,7 @@ def signed(tree: MerkleTree, index: int) -> bytearray:
 
 
 def expected_errno_for_sig_len(blob: bytes, new_sig_len: int, levels: int) -> str | None:
-    """The kernel's errno once sig_len alone is changed, from FORMAT.md section 4's order.
+    """The kernel's errno once sig_len alone is changed, from docs/format.md section 4's order.
 
     The marker and id_type (3) are intact and remaining > 12, so steps 1-3 pass;
     step 4 fails first when sig_len leaves no module byte, step 6 when sig_len is

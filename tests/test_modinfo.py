@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""vmpatch.modinfo against gcc-built objects, readelf and openssl-made signatures."""
+"""vmpatch.ko.modinfo against gcc-built objects, readelf and openssl-made signatures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmpatch.errors import InputError
-from vmpatch.modinfo import describe_pkcs7, read_modinfo
+from vmpatch.ko.modinfo import describe_pkcs7, read_modinfo
 
 FIELDS = [
     "license=GPL",

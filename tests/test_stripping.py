@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""vmpatch.stripping against real objects built by gcc and stripped by GNU/LLVM strip."""
+"""vmpatch.ko.strip against real objects built by gcc and stripped by GNU/LLVM strip."""
 
 from __future__ import annotations
 
@@ -12,17 +12,19 @@ import pytest
 from conftest import require, require_tool
 
 from vmpatch.errors import InputError, ToolError
-from vmpatch.stripping import (
-    RECORD_NAME,
+from vmpatch.ko.strip import (
     SIGNATURE_MARKER,
-    StripRecord,
     _batches,
-    auto_conf_install_strip,
     probe_program,
-    read_record,
     strip_modules,
     strip_options,
     strip_program,
+)
+from vmpatch.records.striprecord import (
+    RECORD_NAME,
+    StripRecord,
+    auto_conf_install_strip,
+    read_record,
     write_record,
 )
 

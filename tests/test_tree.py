@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """`vmpatch tree` and `patch --from-tree` on a real (miniature) kbuild tree.
 
-The expected root is computed here a second way, straight from FORMAT.md
+The expected root is computed here a second way, straight from docs/format.md
 section 2 with hashlib; `--c-out` is checked by doing what kbuild does with
 it: compile it for the target and dump the section with objcopy.
 """
@@ -209,8 +209,8 @@ def test_stripped_suffix_comes_from_the_vmpatch_record(tree: Path) -> None:
 
 def test_strip_record_name_is_the_one_stripping_writes() -> None:
     """treegen names the record without importing stripping; the two must agree."""
-    from vmpatch.stripping import RECORD_NAME
-    from vmpatch.treegen import STRIP_RECORD
+    from vmpatch.records.striprecord import RECORD_NAME
+    from vmpatch.workflow.tree import STRIP_RECORD
 
     assert STRIP_RECORD == RECORD_NAME
 

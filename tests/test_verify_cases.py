@@ -4,7 +4,7 @@
 The tree is a copy of the miniature kbuild tree, rooted with `patch
 --from-tree` and proved by plain concatenation (kbuild's `cat`), so the
 modules under test are made the way kbuild makes them. Each expected errno
-comes from FORMAT.md section 4 (the kernel's order of checks); the real-kernel
+comes from docs/format.md section 4 (the kernel's order of checks); the real-kernel
 boots of the e2e harness gave the same answers for the cases it covers
 (flipped byte: ENOKEY, no proof: ENODATA, blank root: ENOPKG, foreign proof:
 ENOKEY).
@@ -210,8 +210,8 @@ def test_kernel_without_any_module_authentication(proved: Path, tmp_path: Path) 
 def test_kernel_with_module_signing_but_without_module_hashes() -> None:
     """MODULE_SIG without MODULE_HASHES: a Merkle proof is an unsupported type (ENOPKG)."""
     from vmpatch.merkle import MerkleTree, leaf_digest
-    from vmpatch.rootrecord import ModuleHashesRoot
-    from vmpatch.verify import KernelModel, Pkcs7Support, kernel_verdict
+    from vmpatch.records.root import ModuleHashesRoot
+    from vmpatch.verdict import KernelModel, Pkcs7Support, kernel_verdict
 
     module = b"\x7fELF module bytes"
     tree = MerkleTree.from_leaves([leaf_digest(0, module), leaf_digest(1, b"other")])

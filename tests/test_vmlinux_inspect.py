@@ -33,7 +33,7 @@ from elfcorrupt import (
     tail_merge_symbol_name,
 )
 
-from vmpatch.vmlinux import RootLocation
+from vmpatch.elf.vmlinux import RootLocation
 
 IMAGES = image_ids(TESTDATA)
 
@@ -192,7 +192,7 @@ def _located_without_symbol_decoding(image: Path, monkeypatch: pytest.MonkeyPatc
     """locate() with pyelftools' per-symbol entry points made to raise; checked by readelf."""
     from elftools.elf.sections import SymbolTableSection
 
-    from vmpatch.vmlinux import locate
+    from vmpatch.elf.vmlinux import locate
 
     for method in ("get_symbol_by_name", "iter_symbols", "get_symbol"):
         monkeypatch.setattr(SymbolTableSection, method, _forbid)

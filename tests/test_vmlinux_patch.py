@@ -203,7 +203,7 @@ def test_patch_two_files_in_one_call(tmp_path: Path) -> None:
 def test_patch_two_byte_orders_with_root_hex(tmp_path: Path) -> None:
     """One --root/--levels call over a little- and a big-endian image encodes each natively.
 
-    ``levels`` is a target-order u32 (FORMAT.md section 1): the s390x image must
+    ``levels`` is a target-order u32 (docs/format.md section 1): the s390x image must
     carry it big-endian and the x86_64 image little-endian.
     """
     little = _copy(_image("x86_64/vmlinux"), tmp_path / "x86_64")

@@ -87,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("--install-mod-strip and --build-dir go together", 2)
 
     from vmpatch.errors import VmpatchError
-    from vmpatch.kotool import append_proof
+    from vmpatch.ko.proof import append_proof
 
     check = None
     if args.build_dir is not None:
         from pathlib import Path
 
-        from vmpatch.striptree import StripCheck
+        from vmpatch.workflow.strip_tree import StripCheck
 
         check = StripCheck(Path(args.build_dir), args.install_mod_strip, args.strip_program)
     limit = {} if args.max_decompressed is None else {"max_size": args.max_decompressed}

@@ -2,7 +2,7 @@
 """The Merkle tree over all modules, bit-identical to the kernel's generator.
 
 Keep in sync with ``scripts/modules-merkle-tree.c`` of the v5 series
-(FORMAT.md section 2)::
+(docs/format.md section 2)::
 
     leaf(i)    = SHA256(0x01 || be32(i) || module bytes)
     node(l, r) = SHA256(0x02 || l || r)
@@ -12,7 +12,7 @@ itself; ``levels`` is 0 for no modules, 1 for one (root = node(leaf, leaf)),
 else ceil(log2(n)). The proof of module i is, bottom-up, the partner of the
 node on i's path at each level.
 
-This module builds trees. Checking a proof is :mod:`vmpatch.verify`'s job,
+This module builds trees. Checking a proof is :mod:`vmpatch.verdict`'s job,
 which recomputes bottom-up with its own code so a bug here cannot hide a bug
 there.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 from types import ModuleType
 
 from vmpatch.errors import SystemFailure
-from vmpatch.rootrecord import ModuleHashesRoot
-from vmpatch.trailer import merkle_trailer
+from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.trailer import merkle_trailer
 
 __all__ = [
     "MerkleTree",

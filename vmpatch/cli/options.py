@@ -9,7 +9,7 @@ import typer
 
 __all__ = ["DEFAULT_MAX_DECOMPRESSED", "JsonOption", "MaxDecompressedOption"]
 
-#: vmpatch.compression.DEFAULT_MAX_DECOMPRESSED, repeated so the CLI does not import
+#: vmpatch.ko.compression.DEFAULT_MAX_DECOMPRESSED, repeated so the CLI does not import
 #: the codecs to build its help (tests/test_cli_contract.py checks they agree).
 DEFAULT_MAX_DECOMPRESSED = 256 * 1024 * 1024
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``vmpatch ko ...``: append, remove and prepare module trailers.
 
-A thin client of :mod:`vmpatch.kotool`: each command parses its options,
+A thin client of :mod:`vmpatch.ko.proof`: each command parses its options,
 makes one library call and renders the results (a rich table on stdout, or
 one JSON document with ``--json``). Errors travel to ``vmpatch.cli.main``.
 The per-module install hook with the same job as ``ko append`` is the lean
@@ -96,7 +96,7 @@ def append(
     json_: JsonOption = False,
 ) -> None:
     """Append PROOF to MODULE, like kbuild's `cat PROOF >> MODULE`, but safely."""
-    from vmpatch.kotool import append_proof
+    from vmpatch.ko.proof import append_proof
 
     check = _strip_check(install_mod_strip, build_dir, strip_program)
     result = append_proof(
@@ -114,7 +114,7 @@ def append(
 
 
 def _strip_check(install_mod_strip: str | None, build_dir: Path | None, program: str | None) -> Any:
-    from vmpatch.striptree import StripCheck
+    from vmpatch.workflow.strip_tree import StripCheck
 
     if install_mod_strip is None and build_dir is None:
         if program is not None:
@@ -142,8 +142,8 @@ def append_tree(
     json_: JsonOption = False,
 ) -> None:
     """Append every module's .merkle in one process; nothing is written unless all pass."""
-    from vmpatch.kotool import append_tree as run
-    from vmpatch.striptree import StripCheck
+    from vmpatch.workflow.append_tree import append_tree as run
+    from vmpatch.workflow.strip_tree import StripCheck
 
     check = StripCheck(build_dir, install_mod_strip) if install_mod_strip is not None else None
     results = run(
@@ -175,7 +175,7 @@ def strip_proof(
     json_: JsonOption = False,
 ) -> None:
     """Remove the last trailer (proof or signature), leaving the bytes the kernel hashes."""
-    from vmpatch.kotool import strip_proof as run
+    from vmpatch.ko.proof import strip_proof as run
 
     if output is not None and len(modules) != 1:
         raise UsageError(None, "--output takes exactly one MODULE")
@@ -216,8 +216,8 @@ def strip(
     json_: JsonOption = False,
 ) -> None:
     """Make %.ko.stripped beside each %.ko exactly as kbuild does (commands echoed on stderr)."""
-    from vmpatch.stripping import strip_program as program_for
-    from vmpatch.striptree import make_stripped, make_stripped_tree
+    from vmpatch.ko.strip import strip_program as program_for
+    from vmpatch.workflow.strip_tree import make_stripped, make_stripped_tree
 
     program = program_for(llvm=llvm, cross_compile=cross_compile, override=strip_program)
     record = None

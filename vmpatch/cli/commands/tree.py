@@ -44,8 +44,8 @@ def tree(
 ) -> int:
     """Hash every module of modules.order, build the tree, write the proofs and the root."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.fsutil import atomic_write
-    from vmpatch.treegen import (
+    from vmpatch.fs.atomic import atomic_write
+    from vmpatch.workflow.tree import (
         build_tree,
         plan_tree,
         root_c_source,
@@ -56,7 +56,7 @@ def tree(
     if byteorder not in (None, "little", "big"):
         raise UsageError(None, f"--byteorder must be little or big, not {byteorder!r}")
     order_arg: Literal["little", "big"] | None = byteorder  # type: ignore[assignment]
-    from vmpatch.fsutil import check_target
+    from vmpatch.fs.atomic import check_target
 
     for target in (root_out, c_out):
         if target is not None:
@@ -109,8 +109,8 @@ def verify(
     json_: JsonOption = False,
 ) -> int:
     """Tell, for each module, whether the kernel will load it, and why not."""
-    from vmpatch.audit import kernel_model, modules_of_build_dir, verify_files
     from vmpatch.cli.progress import progress_bar
+    from vmpatch.workflow.verify import kernel_model, modules_of_build_dir, verify_files
 
     paths = list(modules or [])
     if modules_dir is not None:

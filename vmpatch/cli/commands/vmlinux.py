@@ -21,7 +21,7 @@ def _is_module(path: Path) -> bool:
     if path.name.endswith(_MODULE_SUFFIXES):
         return True
     from vmpatch.errors import InputError
-    from vmpatch.fsutil import open_input
+    from vmpatch.fs.atomic import open_input
 
     try:
         with open_input(path) as f:
@@ -80,13 +80,13 @@ def inspect(
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
 ) -> int:
     """Show where an image keeps its module-hash root, or what trailer a module carries."""
-    from vmpatch.vmlinux import locate, location_report
+    from vmpatch.elf.vmlinux import locate, location_report
 
     documents: list[dict[str, object]] = []
     tables: list[tuple[str, list[tuple[str, str]], list[str]]] = []
     for path in files:
         if _is_module(path):
-            from vmpatch.modreport import module_report
+            from vmpatch.ko.report import module_report
 
             module = module_report(path, max_size=max_decompressed)
             document = module.to_dict()
@@ -111,8 +111,8 @@ def inspect(
 def _root_source(
     root_file: Path | None, root: str | None, levels: int | None
 ) -> tuple[object, str] | None:
-    from vmpatch.patching import RootSource, decode_root_file
-    from vmpatch.rootrecord import DIGEST_SIZE, ModuleHashesRoot
+    from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
+    from vmpatch.workflow.patch import RootSource, decode_root_file
 
     if root_file is not None:
         if root is not None or levels is not None:
@@ -160,7 +160,7 @@ def patch(
     json_: JsonOption = False,
 ) -> int:
     """Write a new root into .module_hashes, in place or into --output copies."""
-    from vmpatch.patching import RootSource, apply_patches, plan_patches
+    from vmpatch.workflow.patch import RootSource, apply_patches, plan_patches
 
     chosen = _root_source(root_file, root, levels)
     plan = tree = None
@@ -168,7 +168,7 @@ def patch(
         if chosen is not None:
             raise UsageError(None, "--from-tree excludes --root-file and --root/--levels")
         from vmpatch.cli.progress import progress_bar
-        from vmpatch.treegen import build_tree, plan_tree
+        from vmpatch.workflow.tree import build_tree, plan_tree
 
         plan = plan_tree(from_tree, suffix=suffix)
         with progress_bar("hashing modules", len(plan.modules)) as done:
@@ -180,7 +180,7 @@ def patch(
         source = chosen[0]  # type: ignore[assignment]
     plans = plan_patches(images, source, outputs=output)  # validates every image first
     if plan is not None and tree is not None and not no_proofs:
-        from vmpatch.treegen import write_proofs
+        from vmpatch.workflow.tree import write_proofs
 
         write_proofs(plan, tree)
     results = apply_patches(plans)

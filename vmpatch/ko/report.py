@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmpatch.compression import DEFAULT_MAX_DECOMPRESSED, read_module
 from vmpatch.errors import InputError, SystemFailure, ToolError
-from vmpatch.trailer import find_trailer
+from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
+from vmpatch.records.trailer import find_trailer
 
 __all__ = ["MODINFO_FIELDS", "ModuleReport", "module_report"]
 
@@ -154,7 +154,7 @@ def module_report(
     path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_DECOMPRESSED
 ) -> ModuleReport:
     """Read ``path`` (any of .ko, .ko.gz, .ko.xz, .ko.zst) and describe it."""
-    from vmpatch.modinfo import describe_pkcs7, read_modinfo
+    from vmpatch.ko.modinfo import describe_pkcs7, read_modinfo
 
     where = Path(path)
     content = read_module(where, max_size=max_size)

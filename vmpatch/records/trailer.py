@@ -2,7 +2,7 @@
 """The trailer appended to a module: a proof or a signature, then the marker.
 
 Keep in sync with ``include/uapi/linux/module_signature.h`` and the v5
-series (FORMAT.md section 3)::
+series (docs/format.md section 3)::
 
     <signature bytes: sig_len of them>
     struct module_signature {
@@ -21,7 +21,7 @@ by ``levels`` sibling digests, bottom-up.
 
 This module only *describes* trailers (build one, find one, split it off).
 The kernel's acceptance rules, with their exact errnos and order, live in
-:mod:`vmpatch.verify`, which deliberately re-reads the raw bytes itself.
+:mod:`vmpatch.verdict`, which deliberately re-reads the raw bytes itself.
 This module is imported by the modules_install hook: standard library only.
 """
 

@@ -9,7 +9,7 @@ naming the line, never silently "fixed" into a different tree.
 Two layouts exist. In a build tree each line is ``path/to/mod.o`` and the
 module is ``path/to/mod`` + suffix (``.ko``, or ``.ko.stripped`` when kbuild
 strips at build time). An installed tree (``lib/modules/KVER/modules.order``)
-lists ``kernel/path/to/mod.ko`` in the same order (FORMAT.md section 6); it is
+lists ``kernel/path/to/mod.ko`` in the same order (docs/format.md section 6); it is
 recognised and reported as not supported yet, so the reader already knows
 the difference when support arrives.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UnsupportedLayout
-from vmpatch.fsutil import open_input
+from vmpatch.fs.atomic import open_input
 
 __all__ = ["OrderEntry", "read_modules_order"]
 

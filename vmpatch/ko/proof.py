@@ -3,17 +3,17 @@
 
 kbuild installs a module with ``cat x.merkle >> x.ko`` after copying a fresh
 ``.ko`` over the installed one, so its blind append never doubles a trailer
-(FORMAT.md section 6). Anyone else who appends to an installed module cannot
+(docs/format.md section 6). Anyone else who appends to an installed module cannot
 rely on that, and a doubled or stale proof is a module the kernel refuses at
 boot. So every append here:
 
-* validates the proof file as exactly one Merkle trailer (FORMAT.md section 3);
+* validates the proof file as exactly one Merkle trailer (docs/format.md section 3);
 * looks at the module's current trailer: an identical one is left alone, any
   other is refused unless the caller asks for ``replace`` (one level only);
 * optionally checks the result against the root of a vmlinux *before* writing;
 * works on the kernel-visible bytes of ``.ko.gz``/``.ko.xz``/``.ko.zst`` and
   recompresses with the same codec;
-* writes through :func:`vmpatch.fsutil.atomic_write` (own temp file + rename,
+* writes through :func:`vmpatch.fs.atomic.atomic_write` (own temp file + rename,
   mode/owner/xattrs kept), so parallel ``make -j`` invocations on different
   modules share nothing and a crash never leaves half a trailer.
 
@@ -30,29 +30,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmpatch.compression import (
+from vmpatch.errors import InputError, MismatchError, SystemFailure
+from vmpatch.fs.atomic import atomic_write, open_input
+from vmpatch.ko.compression import (
     DEFAULT_MAX_DECOMPRESSED,
-    Codec,
     ModuleContent,
     codec_for_path,
     compress,
     read_module,
 )
-from vmpatch.errors import InputError, MismatchError, SystemFailure
-from vmpatch.fsutil import atomic_write, open_input
-from vmpatch.rootrecord import MAX_LEVELS
-from vmpatch.trailer import MARKER, SIGNATURE_INFO, SignatureType, Trailer, find_trailer
+from vmpatch.records.root import MAX_LEVELS
+from vmpatch.records.trailer import MARKER, SIGNATURE_INFO, SignatureType, Trailer, find_trailer
 
 if TYPE_CHECKING:
-    from vmpatch.rootrecord import ModuleHashesRoot
+    from vmpatch.records.root import ModuleHashesRoot
 
 __all__ = [
     "AppendResult",
+    "Proof",
     "StripProofResult",
     "append_proof",
-    "append_tree",
-    "installed_module",
-    "read_proof",
     "strip_proof",
     "trailer_label",
 ]
@@ -143,15 +140,15 @@ def trailer_label(trailer: Trailer) -> str:
 
 
 @dataclass(frozen=True)
-class _Proof:
+class Proof:
     path: Path
     data: bytes
     position: int
     levels: int
 
 
-def _parse_proof(path: Path, data: bytes) -> _Proof:
-    """Check that ``data`` is exactly one Merkle trailer (FORMAT.md section 3)."""
+def _parse_proof(path: Path, data: bytes) -> Proof:
+    """Check that ``data`` is exactly one Merkle trailer (docs/format.md section 3)."""
 
     def bad(reason: str) -> InputError:
         return InputError(path, f"not a valid Merkle proof: {reason}")
@@ -181,16 +178,10 @@ def _parse_proof(path: Path, data: bytes) -> _Proof:
     position = int.from_bytes(data[:_POS_SIZE], "big")
     if levels < MAX_LEVELS and position >> levels:
         raise bad(f"position {position} does not fit in a tree of {levels} levels")
-    return _Proof(path, data, position, levels)
+    return Proof(path, data, position, levels)
 
 
-def read_proof(proof: str | os.PathLike[str]) -> tuple[bytes, int, int]:
-    """Read and validate a ``.merkle`` file; return (bytes, position, levels)."""
-    parsed = _read_proof(Path(proof))
-    return parsed.data, parsed.position, parsed.levels
-
-
-def _read_proof(path: Path) -> _Proof:
+def read_proof_file(path: Path) -> Proof:
     try:
         with open_input(path) as fh:
             data = fh.read(_MIN_PROOF + _DIGEST_SIZE * MAX_LEVELS + 1)
@@ -212,20 +203,20 @@ class _Planned:
     result: AppendResult
 
 
-def _resolve_root(kernel: Any) -> ModuleHashesRoot | None:
+def resolve_root(kernel: Any) -> ModuleHashesRoot | None:
     if kernel is None:
         return None
-    from vmpatch.rootrecord import ModuleHashesRoot
+    from vmpatch.records.root import ModuleHashesRoot
 
     if isinstance(kernel, ModuleHashesRoot):
         return kernel
-    from vmpatch.vmlinux import read_root
+    from vmpatch.elf.vmlinux import read_root
 
     return read_root(kernel)
 
 
 def _check_kernel(module: Path, data: bytes, root: ModuleHashesRoot) -> str:
-    from vmpatch.verify import KernelModel, kernel_verdict
+    from vmpatch.verdict import KernelModel, kernel_verdict
 
     verdict = kernel_verdict(data, KernelModel(root))
     if not verdict.accepted:
@@ -234,9 +225,9 @@ def _check_kernel(module: Path, data: bytes, root: ModuleHashesRoot) -> str:
     return verdict.verdict
 
 
-def _plan_append(
+def plan_append(
     module: Path,
-    proof: _Proof,
+    proof: Proof,
     *,
     replace: bool,
     root: ModuleHashesRoot | None,
@@ -283,7 +274,7 @@ def _plan_append(
     return _Planned(content, new_data, result)
 
 
-def _write_planned(planned: _Planned) -> None:
+def write_planned(planned: _Planned) -> None:
     if planned.new_data is None:
         return
     content = planned.content
@@ -308,73 +299,11 @@ def append_proof(
     """
     if strip_check is not None:
         strip_check()
-    parsed = _read_proof(Path(proof))
-    root = _resolve_root(kernel)
-    planned = _plan_append(Path(module), parsed, replace=replace, root=root, max_size=max_size)
-    _write_planned(planned)
+    parsed = read_proof_file(Path(proof))
+    root = resolve_root(kernel)
+    planned = plan_append(Path(module), parsed, replace=replace, root=root, max_size=max_size)
+    write_planned(planned)
     return planned.result
-
-
-def installed_module(dest: str | os.PathLike[str], stem: str) -> Path:
-    """``DEST/kernel/<stem>.ko`` with whichever compression suffix exists (exactly one)."""
-    base = Path(dest) / "kernel" / (stem + ".ko")
-    found = [
-        base.with_name(base.name + codec.suffix)
-        for codec in (Codec.NONE, Codec.GZIP, Codec.XZ, Codec.ZSTD)
-        if base.with_name(base.name + codec.suffix).is_file()
-    ]
-    if not found:
-        raise InputError(base, "installed module not found (also tried .gz, .xz, .zst)")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise InputError(base, f"ambiguous installed module: {names} all exist")
-    return found[0]
-
-
-def append_tree(
-    build_dir: str | os.PathLike[str],
-    *,
-    dest: str | os.PathLike[str] | None = None,
-    suffix: str | None = None,
-    replace: bool = False,
-    kernel: str | os.PathLike[str] | ModuleHashesRoot | None = None,
-    strip_check: Callable[[], None] | None = None,
-    max_size: int = DEFAULT_MAX_DECOMPRESSED,
-) -> list[AppendResult]:
-    """Append every module's ``<stem>.merkle`` in one process, in modules.order order.
-
-    Modules are the build tree's (``suffix`` as for ``vmpatch tree``) or, with
-    ``dest``, the staged install ``DEST/kernel/<stem>.ko[.gz|.xz|.zst]``.
-    Every proof and module is read and checked (and, with ``kernel``,
-    verified) before the first write, so a refusal changes nothing. The
-    second pass re-reads each module rather than holding a whole kernel's
-    modules in memory.
-    """
-    from vmpatch.treegen import plan_tree
-
-    if strip_check is not None:
-        strip_check()
-    plan = plan_tree(build_dir, suffix=suffix)
-    root = _resolve_root(kernel)
-    jobs: list[tuple[Path, _Proof]] = []
-    for planned in plan.modules:
-        target = planned.module if dest is None else installed_module(dest, planned.entry.stem)
-        proof = _read_proof(planned.proof)
-        if proof.position != planned.entry.index:
-            raise InputError(
-                proof.path,
-                f"proof is for position {proof.position} but {planned.entry.name} is at "
-                f"position {planned.entry.index} of {plan.order_file}",
-            )
-        jobs.append((target, proof))
-    for target, proof in jobs:  # validate everything first
-        _plan_append(target, proof, replace=replace, root=root, max_size=max_size)
-    results = []
-    for target, proof in jobs:
-        ready = _plan_append(target, proof, replace=replace, root=root, max_size=max_size)
-        _write_planned(ready)
-        results.append(ready.result)
-    return results
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``vmpatch verify``: judge module files against a vmlinux, as the kernel will.
 
-Builds the :class:`~vmpatch.verify.KernelModel` from the image (its root, and
+Builds the :class:`~vmpatch.verdict.KernelModel` from the image (its root, and
 whether it can check PKCS#7 signatures at all) and runs
-:func:`~vmpatch.verify.kernel_verdict` over each module's kernel-visible bytes
+:func:`~vmpatch.verdict.kernel_verdict` over each module's kernel-visible bytes
 (decompressed for ``.ko.gz``/``.ko.xz``/``.ko.zst``).
 """
 
@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmpatch.elf import open_elf
-from vmpatch.rootrecord import ModuleHashesRoot
-from vmpatch.verify import KernelModel, Pkcs7Support, Verdict, kernel_verdict
-from vmpatch.vmlinux import SECTION_NAME, locate_in, root_of
+from vmpatch.elf.reader import open_elf
+from vmpatch.elf.vmlinux import SECTION_NAME, locate_in, root_of
+from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.verdict import KernelModel, Pkcs7Support, Verdict, kernel_verdict
 
 __all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
 
@@ -55,7 +55,7 @@ def modules_of_build_dir(
     build_dir: str | os.PathLike[str], suffix: str | None = None
 ) -> list[Path]:
     """The module files a build tree's modules.order names, in order."""
-    from vmpatch.treegen import plan_tree
+    from vmpatch.workflow.tree import plan_tree
 
     plan = plan_tree(build_dir, suffix=suffix)
     return [m.module for m in plan.modules]
@@ -70,7 +70,7 @@ def verify_files(
     progress: Callable[[int], None] | None = None,
 ) -> list[FileVerdict]:
     """The kernel's verdict for every module file, in the order given."""
-    from vmpatch.compression import DEFAULT_MAX_DECOMPRESSED, read_module
+    from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
     from vmpatch.merkle import default_workers
 
     limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size

@@ -3,7 +3,7 @@
 
 Keep in sync with the v5 series: ``kernel/module/auth.c`` (``module_auth_check``,
 ``mod_verify_sig``), ``kernel/module_signature.c`` (``mod_check_sig``) and
-``kernel/module/hashes.c`` (``module_hash_check``); FORMAT.md section 4 lists
+``kernel/module/hashes.c`` (``module_hash_check``); docs/format.md section 4 lists
 the checks in the order the kernel makes them. The first failing check
 decides the errno, exactly as at load time.
 
@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
-from vmpatch.rootrecord import ModuleHashesRoot
+from vmpatch.records.root import ModuleHashesRoot
 
 __all__ = ["KernelModel", "Pkcs7Support", "Verdict", "kernel_verdict"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from vmpatch.errors import InputError, SystemFailure
-from vmpatch.rootrecord import ByteOrder
+from vmpatch.records.root import ByteOrder
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
@@ -259,7 +259,7 @@ def _check_extent(path: Path, stream: BinaryIO) -> None:
 @contextmanager
 def open_elf(path: str | os.PathLike[str]) -> Iterator[ElfReader]:
     """Open ``path`` as ELF; InputError if it is not one, SystemFailure if it cannot be read."""
-    from vmpatch.fsutil import open_input
+    from vmpatch.fs.atomic import open_input
 
     path = Path(path)
     try:

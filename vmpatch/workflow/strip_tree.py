@@ -5,8 +5,8 @@ With MODULE_HASHES the bytes hashed must be the bytes installed, so kbuild
 (patch 14 of the series) strips a copy of each module into ``%.ko.stripped``
 at build time, hashes those, records INSTALL_MOD_STRIP as
 CONFIG_MODULE_INSTALL_STRIP, and refuses an install with another value
-(FORMAT.md section 5). This module does the same for any tree: it makes the
-stripped copies with kbuild's command (via :mod:`vmpatch.stripping`), writes
+(docs/format.md section 5). This module does the same for any tree: it makes the
+stripped copies with kbuild's command (via :mod:`vmpatch.ko.strip`), writes
 vmpatch's own record where kbuild left none, and checks an install-time
 value (and strip program) against whichever record exists.
 """
@@ -54,20 +54,15 @@ def check_strip_consistency(
 
     The proofs were computed over modules stripped at build time; installing
     with a different value (or another strip tool, which gives other bytes)
-    makes every proof wrong (FORMAT.md section 5). kbuild's record is
+    makes every proof wrong (docs/format.md section 5). kbuild's record is
     CONFIG_MODULE_INSTALL_STRIP in ``include/config/auto.conf``; vmpatch's own
     ``vmpatch-strip.json`` (written by ``vmpatch ko strip --tree``) also names
     the program and its version, which are compared when ``program`` is given.
     Raises :class:`MismatchError` naming both values; :class:`InputError`
     when the tree records neither.
     """
-    from vmpatch.stripping import (
-        RECORD_NAME,
-        auto_conf_install_strip,
-        probe_program,
-        read_record,
-        strip_options,
-    )
+    from vmpatch.ko.strip import probe_program, strip_options
+    from vmpatch.records.striprecord import RECORD_NAME, auto_conf_install_strip, read_record
 
     build_dir = Path(build_dir)
     now = install_mod_strip or ""
@@ -130,7 +125,7 @@ def make_stripped(
     echo: Callable[[str], None] | None = None,
 ) -> list[StrippedModule]:
     """Make ``%.ko.stripped`` beside each ``%.ko`` with kbuild's strip command."""
-    from vmpatch.stripping import strip_modules, strip_options
+    from vmpatch.ko.strip import strip_modules, strip_options
 
     pairs = []
     for module in modules:
@@ -156,8 +151,9 @@ def make_stripped_tree(
     record ``vmpatch-strip.json`` (value, program, version) so a later append
     can check consistency.
     """
-    from vmpatch.stripping import auto_conf_install_strip, probe_program, write_record
-    from vmpatch.treegen import plan_tree
+    from vmpatch.ko.strip import probe_program
+    from vmpatch.records.striprecord import auto_conf_install_strip, write_record
+    from vmpatch.workflow.tree import plan_tree
 
     build_dir = Path(build_dir)
     try:

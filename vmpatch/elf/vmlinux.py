@@ -3,7 +3,7 @@
 
 The section is laid out by ``include/asm-generic/vmlinux.lds.h`` of the series
 as its own read-only output section holding the one ``module_hashes_root``
-object (FORMAT.md section 1). Any arch, ELF32 or ELF64, either byte order.
+object (docs/format.md section 1). Any arch, ELF32 or ELF64, either byte order.
 
 :func:`locate` gathers every fact about the section and its symbol without
 judging them; :meth:`RootLocation.check_patchable` is the single place that
@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmpatch.elf import (
+from vmpatch.elf.reader import (
     SHF_ALLOC,
     SHT_NOBITS,
     ElfIdentity,
@@ -27,7 +27,7 @@ from vmpatch.elf import (
     open_elf,
 )
 from vmpatch.errors import InputError, UnsupportedLayout
-from vmpatch.rootrecord import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
+from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
 
 __all__ = [
     "SECTION_NAME",

@@ -2,7 +2,7 @@
 """Read and write compressed modules (``.ko``, ``.ko.gz``, ``.ko.xz``, ``.ko.zst``).
 
 The kernel verifies a module's proof over the *decompressed* bytes
-(FORMAT.md section 6), so every check vmpatch makes on an installed module
+(docs/format.md section 6), so every check vmpatch makes on an installed module
 must first undo ``CONFIG_MODULE_COMPRESS_*``. Installed trees are untrusted
 input, hence three rules here:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
-from vmpatch.fsutil import open_input
+from vmpatch.fs.atomic import open_input
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED",

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, UsageError
-from vmpatch.fsutil import atomic_write
+from vmpatch.fs.atomic import atomic_write
 from vmpatch.merkle import MerkleTree, hash_leaves
-from vmpatch.modorder import OrderEntry, read_modules_order
-from vmpatch.rootrecord import ByteOrder, ModuleHashesRoot
+from vmpatch.records.modorder import OrderEntry, read_modules_order
+from vmpatch.records.root import ByteOrder, ModuleHashesRoot
 
 __all__ = [
     "PROOF_SUFFIX",
@@ -35,7 +35,7 @@ __all__ = [
 
 PROOF_SUFFIX = ".merkle"
 PLAIN_SUFFIX = ".ko"
-#: vmpatch.stripping.RECORD_NAME, repeated so that plain trees skip importing it.
+#: vmpatch.records.striprecord.RECORD_NAME, repeated so that plain trees skip importing it.
 STRIP_RECORD = "vmpatch-strip.json"
 STRIPPED_SUFFIX = ".ko.stripped"
 
@@ -49,13 +49,13 @@ def default_suffix(build_dir: Path) -> str:
     """
     kbuild_value = None
     if (build_dir / "include" / "config" / "auto.conf").is_file():
-        from vmpatch.stripping import auto_conf_install_strip
+        from vmpatch.records.striprecord import auto_conf_install_strip
 
         kbuild_value = auto_conf_install_strip(build_dir)  # None: no such line
     if kbuild_value is not None:
         stripped = bool(kbuild_value)
     elif (build_dir / STRIP_RECORD).is_file():
-        from vmpatch.stripping import read_record
+        from vmpatch.records.striprecord import read_record
 
         record = read_record(build_dir)
         stripped = record is not None and bool(record.install_mod_strip)
@@ -150,7 +150,7 @@ def target_byteorder(
     Never the host's: a root encoded for the wrong byte order is a kernel
     that refuses every module.
     """
-    from vmpatch.elf import open_elf
+    from vmpatch.elf.reader import open_elf
 
     candidates = [Path(kernel)] if kernel is not None else []
     if build_dir is not None and kernel is None:

@@ -2,7 +2,7 @@
 """The Merkle root record stored in vmlinux's ``.module_hashes`` section.
 
 Keep in sync with ``include/linux/module_hashes.h`` of the v5 series
-(FORMAT.md section 1)::
+(docs/format.md section 1)::
 
     struct module_hashes_root {
         u32 levels;          /* TARGET byte order (ELF EI_DATA) */

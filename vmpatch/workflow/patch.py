@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from vmpatch.elf.vmlinux import SECTION_NAME, RootLocation, locate
 from vmpatch.errors import InputError, SystemFailure, UsageError
-from vmpatch.fsutil import atomic_copy, check_target, file_identity, open_input
-from vmpatch.rootrecord import ModuleHashesRoot
-from vmpatch.vmlinux import SECTION_NAME, RootLocation, locate
+from vmpatch.fs.atomic import atomic_copy, check_target, file_identity, open_input
+from vmpatch.records.root import ModuleHashesRoot
 
 __all__ = [
     "PatchPlan",

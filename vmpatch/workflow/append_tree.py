@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``vmpatch ko append-tree``: every module's proof appended in one validated pass.
+
+Plans every append first (each proof read and matched to its position, each
+module read and, with a kernel, verified), then writes; a refusal anywhere
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vmpatch.errors import InputError
+from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, Codec
+from vmpatch.ko.proof import (
+    AppendResult,
+    Proof,
+    plan_append,
+    read_proof_file,
+    resolve_root,
+    write_planned,
+)
+
+if TYPE_CHECKING:
+    from vmpatch.records.root import ModuleHashesRoot
+
+__all__ = ["append_tree", "installed_module"]
+
+
+def installed_module(dest: str | os.PathLike[str], stem: str) -> Path:
+    """``DEST/kernel/<stem>.ko`` with whichever compression suffix exists (exactly one)."""
+    base = Path(dest) / "kernel" / (stem + ".ko")
+    found = [
+        base.with_name(base.name + codec.suffix)
+        for codec in (Codec.NONE, Codec.GZIP, Codec.XZ, Codec.ZSTD)
+        if base.with_name(base.name + codec.suffix).is_file()
+    ]
+    if not found:
+        raise InputError(base, "installed module not found (also tried .gz, .xz, .zst)")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise InputError(base, f"ambiguous installed module: {names} all exist")
+    return found[0]
+
+
+def append_tree(
+    build_dir: str | os.PathLike[str],
+    *,
+    dest: str | os.PathLike[str] | None = None,
+    suffix: str | None = None,
+    replace: bool = False,
+    kernel: str | os.PathLike[str] | ModuleHashesRoot | None = None,
+    strip_check: Callable[[], None] | None = None,
+    max_size: int = DEFAULT_MAX_DECOMPRESSED,
+) -> list[AppendResult]:
+    """Append every module's ``<stem>.merkle`` in one process, in modules.order order.
+
+    Modules are the build tree's (``suffix`` as for ``vmpatch tree``) or, with
+    ``dest``, the staged install ``DEST/kernel/<stem>.ko[.gz|.xz|.zst]``.
+    Every proof and module is read and checked (and, with ``kernel``,
+    verified) before the first write, so a refusal changes nothing. The
+    second pass re-reads each module rather than holding a whole kernel's
+    modules in memory.
+    """
+    from vmpatch.workflow.tree import plan_tree
+
+    if strip_check is not None:
+        strip_check()
+    plan = plan_tree(build_dir, suffix=suffix)
+    root = resolve_root(kernel)
+    jobs: list[tuple[Path, Proof]] = []
+    for planned in plan.modules:
+        target = planned.module if dest is None else installed_module(dest, planned.entry.stem)
+        proof = read_proof_file(planned.proof)
+        if proof.position != planned.entry.index:
+            raise InputError(
+                proof.path,
+                f"proof is for position {proof.position} but {planned.entry.name} is at "
+                f"position {planned.entry.index} of {plan.order_file}",
+            )
+        jobs.append((target, proof))
+    for target, proof in jobs:  # validate everything first
+        plan_append(target, proof, replace=replace, root=root, max_size=max_size)
+    results = []
+    for target, proof in jobs:
+        ready = plan_append(target, proof, replace=replace, root=root, max_size=max_size)
+        write_planned(ready)
+        results.append(ready.result)
+    return results
