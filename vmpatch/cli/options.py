@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["DEFAULT_MAX_DECOMPRESSED", "JsonOption", "MaxDecompressedOption"]
+__all__ = ["DEFAULT_MAX_DECOMPRESSED", "JsonOption", "MaxDecompressedOption", "WorkersOption"]
 
 #: vmpatch.ko.compression.DEFAULT_MAX_DECOMPRESSED, repeated so the CLI does not import
 #: the codecs to build its help (tests/test_cli_contract.py checks they agree).
@@ -22,5 +22,17 @@ MaxDecompressedOption = Annotated[
         metavar="BYTES",
         min=1,
         help="Refuse compressed modules larger than this when decompressed.",
+    ),
+]
+
+#: min=1: click refuses 0 and negatives as a usage error (exit 2) before any work, where
+#: they used to reach ThreadPoolExecutor (a crash, exit 70) or mean "all CPUs" silently.
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        metavar="N",
+        min=1,
+        help="Hashing threads, at least 1 (default: one per CPU).",
     ),
 ]

@@ -32,7 +32,9 @@ _LEVELS = {"little": struct.Struct("<I"), "big": struct.Struct(">I")}
 #: sizeof(struct module_hashes_root): u32 levels + u8 hash[32].
 ROOT_RECORD_SIZE = _LEVELS["little"].size + DIGEST_SIZE
 
-#: pos is a be32: a tree over more than 2**32 modules cannot be addressed.
+#: pos is a be32: a tree over more than 2**32 modules cannot be addressed, and the
+#: generator's log2_roundup() of a uint32_t count never exceeds 32
+#: (scripts/modules-merkle-tree.c).
 MAX_LEVELS = 32
 
 
@@ -47,7 +49,10 @@ class ModuleHashesRoot:
         if len(self.digest) != DIGEST_SIZE:
             raise ValueError(f"root digest must be {DIGEST_SIZE} bytes, not {len(self.digest)}")
         if not 0 <= self.levels <= MAX_LEVELS:
-            raise ValueError(f"levels must be between 0 and {MAX_LEVELS}, not {self.levels}")
+            raise ValueError(
+                f"levels must be between 0 and {MAX_LEVELS}, not {self.levels} "
+                f"(pos is a be32: no tree addresses more than 2**{MAX_LEVELS} modules)"
+            )
 
     @classmethod
     def placeholder(cls) -> ModuleHashesRoot:
@@ -58,6 +63,22 @@ class ModuleHashesRoot:
     def is_placeholder(self) -> bool:
         """True for the blank record: levels 0 and an all-zero hash."""
         return self.levels == 0 and not any(self.digest)
+
+    def unreachable_reason(self) -> str | None:
+        """Why no tree of the series' generator has this root, or None if one may.
+
+        The kernel would take levels 0 with any hash (hashes.c compares the lone
+        leaf with it), but scripts/modules-merkle-tree.c writes levels 0 only for
+        zero modules, with an all-zero hash (write_merkle_root); one module
+        already gives levels 1 (log2_roundup). Such a root is a typo for a real
+        one far more often than an intent, so writing it takes ``force``.
+        """
+        if self.levels == 0 and any(self.digest):
+            return (
+                "levels 0 with a non-zero hash: the generator writes levels 0 only with "
+                "the all-zero hash of zero modules (one module gives levels 1)"
+            )
+        return None
 
     def encode(self, byteorder: ByteOrder) -> bytes:
         """The 36 section bytes, ``levels`` in the target's byte order."""

@@ -40,11 +40,14 @@ class RootSource:
     ``raw`` is the section content exactly as kbuild's ``.tmp_module_hashes.bin``
     holds it (already in the target's byte order); ``root`` is encoded for each
     target separately, so one call can patch images of different byte orders.
+    ``force`` accepts a root no tree of the generator has
+    (:meth:`ModuleHashesRoot.unreachable_reason`).
     """
 
     raw: bytes | None = None
     root: ModuleHashesRoot | None = None
     origin: str = "root"
+    force: bool = False
 
     def payload_for(self, location: RootLocation) -> bytes:
         if self.raw is not None:
@@ -88,12 +91,15 @@ def _validate(location: RootLocation, source: RootSource) -> bytes:
             f"{location.section.size} bytes",
         )
     try:
-        ModuleHashesRoot.decode(payload, location.identity.byteorder)
+        decoded = ModuleHashesRoot.decode(payload, location.identity.byteorder)
     except ValueError as err:
         raise InputError(
             location.path,
             f"{source.origin} is not a valid {location.identity.byteorder}-endian root: {err}",
         ) from err
+    reason = decoded.unreachable_reason()
+    if reason is not None and not source.force:
+        raise UsageError(source.origin, reason, hint="--force writes it anyway")
     return payload
 
 

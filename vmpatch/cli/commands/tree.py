@@ -9,7 +9,12 @@ from typing import Annotated, Literal
 import typer
 
 from vmpatch.cli.app import app
-from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
+from vmpatch.cli.options import (
+    DEFAULT_MAX_DECOMPRESSED,
+    JsonOption,
+    MaxDecompressedOption,
+    WorkersOption,
+)
 from vmpatch.cli.output import emit_json, plain, show
 from vmpatch.errors import EXIT_MISMATCH, UsageError
 
@@ -37,9 +42,7 @@ def tree(
         str | None, typer.Option(help="little or big, when there is no vmlinux to ask.")
     ] = None,
     no_proofs: Annotated[bool, typer.Option("--no-proofs", help="Write no .merkle files.")] = False,
-    workers: Annotated[
-        int | None, typer.Option(help="Hashing threads (default: all CPUs).")
-    ] = None,
+    workers: WorkersOption = None,
     json_: JsonOption = False,
 ) -> int:
     """Hash every module of modules.order, build the tree, write the proofs and the root."""

@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 
 from vmpatch.cli.app import app
-from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
+from vmpatch.cli.options import (
+    DEFAULT_MAX_DECOMPRESSED,
+    JsonOption,
+    MaxDecompressedOption,
+    WorkersOption,
+)
 from vmpatch.cli.output import emit_json, plain, show, warn
 from vmpatch.errors import EXIT_INPUT, UsageError
 
@@ -109,7 +114,7 @@ def inspect(
 
 
 def _root_source(
-    root_file: Path | None, root: str | None, levels: int | None
+    root_file: Path | None, root: str | None, levels: int | None, force: bool
 ) -> tuple[object, str] | None:
     from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
     from vmpatch.workflow.patch import RootSource, decode_root_file
@@ -117,7 +122,8 @@ def _root_source(
     if root_file is not None:
         if root is not None or levels is not None:
             raise UsageError(None, "--root-file excludes --root/--levels")
-        return RootSource(raw=decode_root_file(root_file), origin=str(root_file)), str(root_file)
+        raw = decode_root_file(root_file)
+        return RootSource(raw=raw, origin=str(root_file), force=force), str(root_file)
     if root is None and levels is None:
         return None
     if root is None or levels is None:
@@ -132,7 +138,7 @@ def _root_source(
         decoded = ModuleHashesRoot(levels, digest)
     except ValueError as err:
         raise UsageError(None, f"--levels: {err}") from err
-    return RootSource(root=decoded, origin="--root/--levels"), "--root/--levels"
+    return RootSource(root=decoded, origin="--root/--levels", force=force), "--root/--levels"
 
 
 @app.command()
@@ -156,13 +162,19 @@ def patch(
     no_proofs: Annotated[
         bool, typer.Option("--no-proofs", help="With --from-tree: write no .merkle files.")
     ] = False,
-    workers: Annotated[int | None, typer.Option(help="With --from-tree: hashing threads.")] = None,
+    workers: WorkersOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write a root no tree of the generator has (levels 0, non-zero hash)."
+        ),
+    ] = False,
     json_: JsonOption = False,
 ) -> int:
     """Write a new root into .module_hashes, in place or into --output copies."""
     from vmpatch.workflow.patch import RootSource, apply_patches, plan_patches
 
-    chosen = _root_source(root_file, root, levels)
+    chosen = _root_source(root_file, root, levels, force)
     plan = tree = None
     if from_tree is not None:
         if chosen is not None:
