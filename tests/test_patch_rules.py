@@ -113,6 +113,25 @@ def test_human_output_and_json_agree_on_changed(tmp_path: Path) -> None:
         assert ("already carries this root" in human.stdout) is not changed, human.stdout
 
 
+def test_human_output_and_json_agree_for_copies(tmp_path: Path) -> None:
+    """--output: "changed" is about the root the copy got, in both forms of the report."""
+    image = _image(tmp_path)
+    root = ["--root", DIGEST.hex(), "--levels", "3"]
+    for changed in (True, False):
+        human = vmpatch("patch", *root, "--output", tmp_path / "human", image)
+        document = json.loads(
+            vmpatch("patch", "--json", *root, "--output", tmp_path / "json", image).stdout
+        )
+        assert human.returncode == 0, human.stderr
+        copy = tmp_path / "human"
+        assert _section_bytes(copy) == struct.pack("<I", 3) + DIGEST
+        assert (_section_bytes(image) != _section_bytes(copy)) is changed
+        assert document["changed"] is changed
+        assert ("patched" in human.stdout) is changed, human.stdout
+        assert ("already carries this root" in human.stdout) is not changed, human.stdout
+        assert vmpatch("patch", *root, image).returncode == 0  # the source now has it too
+
+
 def _commands_with_workers() -> list[list[str]]:
     from vmpatch.cli import commands  # noqa: F401 - registers every command on the app
     from vmpatch.cli.app import app
