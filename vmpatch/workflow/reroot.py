@@ -53,23 +53,21 @@ from vmpatch.fs.lock import locked
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, Codec, compress, read_module
 from vmpatch.merkle import MerkleTree, default_workers, leaf_digest
 from vmpatch.records.leaves import MANIFEST_NAME, LeafEntry, LeafManifest, read_manifest
-from vmpatch.records.modorder import Layout, detect_layout, read_modules_order
+from vmpatch.records.modorder import Layout, detect_layout
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import SignatureType, find_trailer
+from vmpatch.workflow.installed import MODULE_SUFFIXES, installed_modules
 
 __all__ = [
     "IMA_XATTRS",
-    "MODULE_SUFFIXES",
     "Action",
     "KernelOutcome",
     "ModuleOutcome",
     "RerootOptions",
     "RerootReport",
+    "layout_of",
     "reroot",
 ]
-
-#: The codecs an installed module may carry, in the order they are tried.
-MODULE_SUFFIXES = tuple(".ko" + codec.suffix for codec in Codec)
 
 #: IMA/EVM signatures cover the old bytes: a rewritten file must not keep them.
 IMA_XATTRS = frozenset({"security.ima", "security.evm"})
@@ -197,21 +195,6 @@ def _strip_trailers(
 
 def _inside(path: Path, top: Path) -> bool:
     return path == top or top in path.parents
-
-
-def _resolve_module(directory: Path, stem: str, line_no: int, order: Path) -> tuple[str, Path]:
-    """The one file present for an installed modules.order entry (``kernel/x`` + suffix)."""
-    found = [stem + suffix for suffix in MODULE_SUFFIXES if (directory / (stem + suffix)).exists()]
-    if not found:
-        raise InputError(
-            order,
-            f"line {line_no}: no module {stem}.ko (also tried .gz, .xz, .zst) in {directory}",
-        )
-    if len(found) > 1:
-        raise InputError(
-            order, f"line {line_no}: {' and '.join(found)} both exist; the kernel would load one"
-        )
-    return found[0], directory / found[0]
 
 
 def _check_link(directory: Path, relpath: str, path: Path, replace_links: bool) -> None:
@@ -383,7 +366,7 @@ def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[str, st
     return worst
 
 
-def _layout_of(directory: Path, forced: Layout | None) -> Layout:
+def layout_of(directory: Path, forced: Layout | None) -> Layout:
     if forced is not None:
         return forced
     order = directory / "modules.order"
@@ -448,7 +431,7 @@ def reroot(
     source = Path(directory)
     if not source.is_dir():
         raise InputError(source, "not a directory")
-    layout = _layout_of(source, options.layout)
+    layout = layout_of(source, options.layout)
     kernels = _default_kernels(source, layout, options.kernels)
     for kernel in kernels:
         if not kernel.is_file():
@@ -518,12 +501,8 @@ def _reroot_installed(
     options: RerootOptions,
     progress: Callable[[str, int, int], None] | None,
 ) -> RerootReport:
-    order = directory / "modules.order"
-    entries = read_modules_order(order, Layout.INSTALLED)
-    names: list[tuple[str, bool]] = []
-    for entry in entries:
-        relpath, _path = _resolve_module(directory, entry.stem, entry.line_no, order)
-        names.append((relpath, False))
+    entries = installed_modules(directory)
+    names = [(os.path.relpath(path, directory), False) for _entry, path in entries]
     extras = _extra_relpaths(directory, options.extra)
     manifest_path = directory / MANIFEST_NAME
     previous = read_manifest(manifest_path) if manifest_path.exists() else None
