@@ -290,10 +290,15 @@ class StagedWrite:
         *,
         drop_xattrs: frozenset[str] = frozenset(),
         mtime_ns: int | None = None,
+        follow_links: bool = True,
     ) -> None:
-        self.target = Path(os.path.realpath(target))
+        # A link is written through (the file it names is replaced) unless
+        # follow_links is False: then the link itself becomes a regular file
+        # with the content and metadata of the file it named.
+        reference = Path(os.path.realpath(target))
+        self.target = reference if follow_links else Path(os.path.abspath(target))
         try:
-            ref_stat = self.target.stat()
+            ref_stat = reference.stat()
         except OSError as err:
             raise SystemFailure.from_oserror(self.target, err, "write") from err
         self._temp = _Temporary(self.target)
@@ -302,7 +307,7 @@ class StagedWrite:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            copy_metadata(ref_stat, self.target, fd, drop_xattrs=drop_xattrs)
+            copy_metadata(ref_stat, reference, fd, drop_xattrs=drop_xattrs)
             if mtime_ns is not None:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             os.fdatasync(fd)

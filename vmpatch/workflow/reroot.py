@@ -197,8 +197,13 @@ def _inside(path: Path, top: Path) -> bool:
     return path == top or top in path.parents
 
 
-def _check_link(directory: Path, relpath: str, path: Path, replace_links: bool) -> None:
-    """Refuse a module whose real file lies outside the tree: it would be written there."""
+def _links_out(directory: Path, path: Path) -> bool:
+    """Whether ``path``'s real file lies outside the tree's real path."""
+    return not _inside(Path(os.path.realpath(path)), Path(os.path.realpath(directory)))
+
+
+def _check_link(directory: Path, path: Path, replace_links: bool) -> None:
+    """Refuse a file whose real path lies outside the tree: it would be written there."""
     real = Path(os.path.realpath(path))
     top = Path(os.path.realpath(directory))
     if not _inside(real, top) and not replace_links:
@@ -276,10 +281,19 @@ def _plan_one(
 
 
 def _in_parallel(work: Callable[[int], object], count: int, workers: int | None) -> list[object]:
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(workers or default_workers(), count or 1))
-    ) as pool:
-        return list(pool.map(work, range(count)))
+    """``work(i)`` for every i in threads (decompression and hashing release the GIL).
+
+    On any failure or interruption the work not yet started is cancelled, so
+    a refusal or SIGINT does not first finish the whole tree.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers or default_workers(), count or 1)))
+    try:
+        results = list(pool.map(work, range(count)))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
 
 
 # ---------------------------------------------------------------------------
@@ -515,7 +529,7 @@ def _reroot_installed(
         listed.add(rel)
         names.append((rel, True))
     for relpath, _ in names:
-        _check_link(directory, relpath, directory / relpath, options.replace_links)
+        _check_link(directory, directory / relpath, options.replace_links)
 
     def plan(i: int) -> _Planned:
         relpath, extra = names[i]
@@ -563,7 +577,7 @@ def _reroot_installed(
                 raise SystemFailure(p.path, "cannot rewrite: file or directory not writable")
         if manifest_changed:
             check_target(manifest_path)
-        _apply_installed(rewrite, kernel_plans, options, report, progress)
+        _apply_installed(directory, rewrite, kernel_plans, options, report, progress)
         if manifest_changed:
             atomic_write(manifest_path, manifest)
     report.files_rewritten = len(rewrite)
@@ -597,6 +611,7 @@ def _reroot_installed(
 
 
 def _apply_installed(
+    directory: Path,
     rewrite: Sequence[tuple[_Planned, bytes]],
     kernel_plans: Sequence[object],
     options: RerootOptions,
@@ -623,6 +638,7 @@ def _apply_installed(
             _recompress(base + trailer, p.codec, options.compressor),
             drop_xattrs=IMA_XATTRS,
             mtime_ns=mtime,
+            follow_links=not _links_out(directory, p.path),  # only with --replace-links
         )
         with guard:
             staged.append(write)

@@ -15,9 +15,12 @@ from vmpatch.cli.output import emit_json, plain, warn
 from vmpatch.errors import UsageError
 
 
+class _Terminated(BaseException):
+    """SIGTERM: unwind like SIGINT (staged files are removed on the way out), exit 143."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    # SIGTERM stops like SIGINT: staged files are removed on the way out, nothing is partial.
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def _document(report: Any) -> dict[str, Any]:
@@ -133,6 +136,8 @@ def reroot(
 
     try:
         report = run(directory, options, progress=progress, waiting=warn)
+    except _Terminated:
+        raise typer.Exit(128 + signal.SIGTERM) from None
     finally:
         for context, _ in bars.values():
             context.__exit__(None, None, None)
