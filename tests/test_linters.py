@@ -17,6 +17,7 @@ SOURCES = [
     "vmpatch",
     "tests",
     "scripts/make-testdata",
+    "scripts/make-testdata-installed",
     "scripts/make-manpage",
     "scripts/bench-tree",
     "scripts/bench-hook",

@@ -27,6 +27,7 @@ from vmpatch.errors import InputError, SystemFailure
 
 __all__ = [
     "TEMP_MARK",
+    "StagedWrite",
     "atomic_copy",
     "atomic_write",
     "check_target",
@@ -34,6 +35,7 @@ __all__ = [
     "file_identity",
     "fsync_dir",
     "open_input",
+    "remove_stale_temporaries",
 ]
 
 TEMP_MARK = ".vmpatch-tmp"
@@ -101,11 +103,18 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def copy_metadata(source_stat: os.stat_result, source: Path, target_fd: int) -> None:
+def copy_metadata(
+    source_stat: os.stat_result,
+    source: Path,
+    target_fd: int,
+    *,
+    drop_xattrs: frozenset[str] = frozenset(),
+) -> None:
     """Give ``target_fd`` the mode, owner and xattrs of ``source``.
 
     Owner changes need privileges; when they are refused for a file we own
     anyway, the result is the same, so only a real difference is an error.
+    Extended attributes named in ``drop_xattrs`` are not carried over.
     """
     os.fchmod(target_fd, stat.S_IMODE(source_stat.st_mode))
     here = os.fstat(target_fd)
@@ -115,6 +124,8 @@ def copy_metadata(source_stat: os.stat_result, source: Path, target_fd: int) -> 
         except PermissionError as err:
             raise SystemFailure.from_oserror(source, err, "keep the owner of") from err
     for name in _listxattr(source):
+        if name in drop_xattrs:
+            continue
         with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
             os.setxattr(target_fd, name, os.getxattr(source, name))
 
@@ -259,3 +270,90 @@ def _copy_range(src_fd: int, dst_fd: int, size: int) -> None:
         done += len(chunk)
     if done != size:
         raise OSError(errno.EIO, f"source shrank while copying ({done} of {size} bytes)")
+
+
+class StagedWrite:
+    """New content for ``target``, written and made durable beside it, not yet renamed.
+
+    Workflows that rewrite many files (``vmpatch reroot``) stage every file
+    first and rename them all only when every one was written, so a refusal
+    or a crash part-way leaves each file old or new, never partial. The temp
+    file carries :data:`TEMP_MARK`; :meth:`commit` renames it over the target
+    (the caller syncs the directories once, after all renames), :meth:`abort`
+    removes it.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        data: bytes,
+        *,
+        drop_xattrs: frozenset[str] = frozenset(),
+        mtime_ns: int | None = None,
+        follow_links: bool = True,
+    ) -> None:
+        # A link is written through (the file it names is replaced) unless
+        # follow_links is False: then the link itself becomes a regular file
+        # with the content and metadata of the file it named.
+        reference = Path(os.path.realpath(target))
+        self.target = reference if follow_links else Path(os.path.abspath(target))
+        try:
+            ref_stat = reference.stat()
+        except OSError as err:
+            raise SystemFailure.from_oserror(self.target, err, "write") from err
+        self._temp = _Temporary(self.target)
+        try:
+            fd = self._temp.fd
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            copy_metadata(ref_stat, reference, fd, drop_xattrs=drop_xattrs)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fdatasync(fd)
+            self._temp.close()
+        except BaseException as err:
+            self.abort()
+            if isinstance(err, OSError):
+                raise SystemFailure.from_oserror(self.target, err, "write") from err
+            raise
+
+    @property
+    def temp_path(self) -> Path:
+        return self._temp.path
+
+    def commit(self) -> None:
+        """Rename the staged content over the target (directories are synced by the caller)."""
+        try:
+            self._temp.path.replace(self.target)
+        except OSError as err:
+            raise SystemFailure.from_oserror(self.target, err, "replace") from err
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._temp.close()
+        with contextlib.suppress(OSError):
+            self._temp.path.unlink()
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files an interrupted vmpatch run left under ``directory``.
+
+    Only vmpatch's own are touched: hidden names that end in :data:`TEMP_MARK`
+    (``.NAME.XXXXXXXX.vmpatch-tmp``, as :class:`_Temporary` makes them). Call
+    it only while holding the tree's lock, so a live run's files are safe.
+    Symbolic links are never followed into other trees.
+    """
+    removed = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.startswith(".") and name.endswith(TEMP_MARK):
+                path = Path(root) / name
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    raise SystemFailure.from_oserror(path, err, "remove stale temporary") from err
+                removed.append(path)
+    return removed

@@ -9,9 +9,10 @@ naming the line, never silently "fixed" into a different tree.
 Two layouts exist. In a build tree each line is ``path/to/mod.o`` and the
 module is ``path/to/mod`` + suffix (``.ko``, or ``.ko.stripped`` when kbuild
 strips at build time). An installed tree (``lib/modules/KVER/modules.order``)
-lists ``kernel/path/to/mod.ko`` in the same order (docs/format.md section 6); it is
-recognised and reported as not supported yet, so the reader already knows
-the difference when support arrives.
+lists ``kernel/path/to/mod.ko`` in the same order (docs/format.md section 6;
+mainline ``scripts/Makefile.modinst`` maps one to the other), and the module
+file is that path plus whichever compression suffix it was installed with.
+The layout is told from the lines themselves; a file mixing both is refused.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UnsupportedLayout
 from vmpatch.fs.atomic import open_input
 
-__all__ = ["OrderEntry", "read_modules_order"]
+__all__ = ["Layout", "OrderEntry", "detect_layout", "read_modules_order"]
+
+
+class Layout(StrEnum):
+    """Which tree a modules.order belongs to."""
+
+    KBUILD = "kbuild"  # lines "path/to/mod.o"; modules "path/to/mod.ko[.stripped]"
+    INSTALLED = "installed"  # lines "kernel/path/to/mod.ko"; modules "<line>[.gz|.xz|.zst]"
 
 
 @dataclass(frozen=True)
@@ -35,17 +44,33 @@ class OrderEntry:
     index: int  # 0-based position in the tree (pos in the proof)
     line_no: int  # 1-based, for messages
     name: str  # the line as written, e.g. "lib/crc7.o"
-    stem: str  # the path without ".o", e.g. "lib/crc7"
+    stem: str  # the path without ".o" (or ".ko"), e.g. "lib/crc7" or "kernel/lib/crc7"
 
 
 #: A line kbuild writes: path components that start with no dot, no whitespace,
 #: ending in ".o". Such a line is already normalised; anything else gets the
 #: detailed checks below (which name the problem) or is normalised there.
-_PLAIN_LINE = re.compile(r"(?:[^\s./][^\s/]*/)*[^\s./][^\s/]*\.o")
+_PLAIN_LINE = {
+    Layout.KBUILD: re.compile(r"(?:[^\s./][^\s/]*/)*[^\s./][^\s/]*\.o"),
+    # mainline scripts/Makefile.modinst: "kernel/" + the .o path with ".ko"
+    Layout.INSTALLED: re.compile(r"kernel/(?:[^\s./][^\s/]*/)*[^\s./][^\s/]*\.ko"),
+}
+_ENDING = {Layout.KBUILD: ".o", Layout.INSTALLED: ".ko"}
+_EXAMPLE = {Layout.KBUILD: "path/to/mod.o", Layout.INSTALLED: "kernel/path/to/mod.ko"}
+_HINT = {
+    Layout.KBUILD: "for an installed tree use vmpatch reroot or vmpatch verify --modules",
+    Layout.INSTALLED: "for a build tree use vmpatch tree",
+}
 
 
-def _check_line(order_file: Path, line_no: int, raw: str) -> str:
-    if _PLAIN_LINE.fullmatch(raw):
+def detect_layout(first_line: str) -> Layout:
+    """The layout a modules.order line is written in (kbuild's ``.o`` unless it is ``.ko``)."""
+    installed = first_line.startswith("kernel/") and first_line.endswith(".ko")
+    return Layout.INSTALLED if installed else Layout.KBUILD
+
+
+def _check_line(order_file: Path, line_no: int, raw: str, layout: Layout, detected: bool) -> str:
+    if _PLAIN_LINE[layout].fullmatch(raw):
         return raw
 
     def bad(reason: str) -> InputError:
@@ -62,19 +87,32 @@ def _check_line(order_file: Path, line_no: int, raw: str) -> str:
     normal = posixpath.normpath(raw)
     if normal == ".." or normal.startswith("../") or ".." in raw.split("/"):
         raise bad(f"{raw!r} escapes the tree")
-    if raw.startswith("kernel/") and raw.endswith(".ko"):
+    other = Layout.KBUILD if layout is Layout.INSTALLED else Layout.INSTALLED
+    if _PLAIN_LINE[other].fullmatch(raw):
+        why = (
+            f"but line 1 is {layout.value}: a mix of both is no tree"
+            if detected
+            else f"and this command needs a {layout.value} tree"
+        )
         raise UnsupportedLayout(
             order_file,
-            f"line {line_no}: {raw!r} is the installed layout (kernel/...ko); "
-            "installed trees are not supported yet, use the build tree",
+            f"line {line_no}: {raw!r} is the {other.value} layout ({_EXAMPLE[other]}), {why}",
+            hint=_HINT[layout],
         )
-    if not raw.endswith(".o"):
-        raise bad(f"{raw!r} does not end in .o")
+    if not raw.endswith(_ENDING[layout]):
+        raise bad(f"{raw!r} does not end in {_ENDING[layout]}")
     return normal
 
 
-def read_modules_order(order_file: str | os.PathLike[str]) -> list[OrderEntry]:
-    """Every entry of a build tree's modules.order, validated; [] for an empty file."""
+def read_modules_order(
+    order_file: str | os.PathLike[str], layout: Layout | None = Layout.KBUILD
+) -> list[OrderEntry]:
+    """Every entry of a modules.order, validated; [] for an empty file.
+
+    ``layout`` is the layout the caller needs (a build tree's by default);
+    ``None`` takes whichever the first line is written in (see
+    :func:`detect_layout`).
+    """
     order_file = Path(order_file)
     try:
         with open_input(order_file) as stream:
@@ -92,12 +130,15 @@ def read_modules_order(order_file: str | os.PathLike[str]) -> list[OrderEntry]:
         return []
     if not text.endswith("\n"):
         text += "\n"  # a missing final newline is harmless
+    lines = text.split("\n")[:-1]
+    chosen = layout if layout is not None else detect_layout(lines[0])
+    ending = len(_ENDING[chosen])
     entries: list[OrderEntry] = []
     seen: dict[str, int] = {}
-    for line_no, raw in enumerate(text.split("\n")[:-1], start=1):
-        normal = _check_line(order_file, line_no, raw)
+    for line_no, raw in enumerate(lines, start=1):
+        normal = _check_line(order_file, line_no, raw, chosen, layout is None)
         if normal in seen:
             raise InputError(order_file, f"line {line_no}: {raw!r} repeats line {seen[normal]}")
         seen[normal] = line_no
-        entries.append(OrderEntry(len(entries), line_no, raw, normal[: -len(".o")]))
+        entries.append(OrderEntry(len(entries), line_no, raw, normal[:-ending]))
     return entries

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmpatch.errors import InputError
-from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, Codec
+from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
 from vmpatch.ko.proof import (
     AppendResult,
     Proof,
@@ -23,27 +23,12 @@ from vmpatch.ko.proof import (
     resolve_root,
     write_planned,
 )
+from vmpatch.workflow.installed import installed_module
 
 if TYPE_CHECKING:
     from vmpatch.records.root import ModuleHashesRoot
 
-__all__ = ["append_tree", "installed_module"]
-
-
-def installed_module(dest: str | os.PathLike[str], stem: str) -> Path:
-    """``DEST/kernel/<stem>.ko`` with whichever compression suffix exists (exactly one)."""
-    base = Path(dest) / "kernel" / (stem + ".ko")
-    found = [
-        base.with_name(base.name + codec.suffix)
-        for codec in (Codec.NONE, Codec.GZIP, Codec.XZ, Codec.ZSTD)
-        if base.with_name(base.name + codec.suffix).is_file()
-    ]
-    if not found:
-        raise InputError(base, "installed module not found (also tried .gz, .xz, .zst)")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise InputError(base, f"ambiguous installed module: {names} all exist")
-    return found[0]
+__all__ = ["append_tree"]
 
 
 def append_tree(
@@ -73,7 +58,11 @@ def append_tree(
     root = resolve_root(kernel)
     jobs: list[tuple[Path, Proof]] = []
     for planned in plan.modules:
-        target = planned.module if dest is None else installed_module(dest, planned.entry.stem)
+        target = (
+            planned.module
+            if dest is None
+            else installed_module(dest, "kernel/" + planned.entry.stem)
+        )
         proof = read_proof_file(planned.proof)
         if proof.position != planned.entry.index:
             raise InputError(

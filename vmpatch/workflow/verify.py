@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vmpatch.elf.reader import open_elf
 from vmpatch.elf.vmlinux import SECTION_NAME, locate_in, root_of
+from vmpatch.errors import UsageError
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.verdict import KernelModel, Pkcs7Support, Verdict, kernel_verdict
 
@@ -54,7 +55,20 @@ def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
 def modules_of_build_dir(
     build_dir: str | os.PathLike[str], suffix: str | None = None
 ) -> list[Path]:
-    """The module files a build tree's modules.order names, in order."""
+    """The module files a tree's modules.order names, in order.
+
+    A build tree (``*.o`` lines) gives ``<stem><suffix>``; an install tree
+    (``kernel/...ko`` lines) gives whichever compressed form is installed.
+    """
+    from vmpatch.records.modorder import Layout
+    from vmpatch.workflow.reroot import layout_of
+
+    if layout_of(Path(build_dir), None) is Layout.INSTALLED:
+        from vmpatch.workflow.installed import installed_modules
+
+        if suffix is not None:
+            raise UsageError(None, "--suffix is for build trees; an install tree names its files")
+        return [path for _entry, path in installed_modules(build_dir)]
     from vmpatch.workflow.tree import plan_tree
 
     plan = plan_tree(build_dir, suffix=suffix)

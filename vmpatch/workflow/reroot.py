@@ -1,0 +1,744 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``vmpatch reroot``: re-root a rebuilt or post-processed kernel in one resumable step.
+
+Distros change module bytes after the build (strip, sign, compress, add
+out-of-tree modules), and every change of the kernel-visible bytes changes
+what must be hashed. The fix is to re-root once, after the last such step,
+over the final bytes: that is this workflow, for two kinds of tree.
+
+* **Install tree** (``lib/modules/KVER`` with the installed ``modules.order``):
+  every module's trailers are removed (a tree whose modules carry exactly one
+  trailer, their proof, depends on nothing else; ``keep_signatures`` keeps a
+  PKCS#7 signature under the proof instead, hashed with it), the
+  kernel-visible bytes are hashed, each module gets its proof and is
+  recompressed with the codec it had, the root goes into every kernel image,
+  and every module is read back from disk and judged as the kernel would.
+* **kbuild tree**: ``<module>.merkle`` files and the patched vmlinux, as
+  ``vmpatch tree`` + ``vmpatch patch`` do; ``.ko`` files are never touched.
+
+Crash design (ARCHITECTURE.md, "Re-root and recovery"): stage aside and
+swap. Every rewritten file is first written in full to a marked temp file
+beside it and made durable; only when all are staged are they renamed over
+their targets. No journal is needed, because the end state is a pure
+function of the trailer-free bytes, which are the same in a module's old
+and new version: a re-run after a kill at any moment re-derives the same
+root and proofs, leaves finished files alone, rewrites the rest, and removes
+the temp files the killed run left. The tree (and each image) is locked with
+``flock`` on a descriptor, which creates no file, so a second run on a
+re-rooted tree writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from threading import Lock
+
+from vmpatch.errors import InputError, MismatchError, UsageError
+from vmpatch.fs.atomic import (
+    StagedWrite,
+    atomic_write,
+    check_target,
+    fsync_dir,
+    open_input,
+    remove_stale_temporaries,
+)
+from vmpatch.fs.lock import locked
+from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, Codec, compress, read_module
+from vmpatch.merkle import MerkleTree, default_workers, leaf_digest
+from vmpatch.records.leaves import MANIFEST_NAME, LeafEntry, LeafManifest, read_manifest
+from vmpatch.records.modorder import Layout, detect_layout
+from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.trailer import SignatureType, find_trailer
+from vmpatch.workflow.installed import MODULE_SUFFIXES, installed_modules
+
+__all__ = [
+    "IMA_XATTRS",
+    "Action",
+    "KernelOutcome",
+    "ModuleOutcome",
+    "RerootOptions",
+    "RerootReport",
+    "layout_of",
+    "reroot",
+]
+
+#: IMA/EVM signatures cover the old bytes: a rewritten file must not keep them.
+IMA_XATTRS = frozenset({"security.ima", "security.evm"})
+
+
+class Action(StrEnum):
+    """What re-rooting did to one module."""
+
+    PROVED = "proved"  # it had no trailer; now it carries its proof
+    UNCHANGED = "unchanged"  # it already carried exactly this proof: not touched
+    REPLACED_SIGNATURE = "replaced a signature"  # a PKCS#7 signature gave way to the proof
+    REPLACED_PROOF = "replaced a proof"  # a stale proof gave way to the new one
+    NOT_IN_TREE = "not in tree"  # a module file nobody listed: left alone, no position
+
+
+@dataclass(frozen=True)
+class RerootOptions:
+    """Everything ``reroot`` can be asked; the CLI fills it from its options."""
+
+    kernels: tuple[Path, ...] = ()
+    layout: Layout | None = None
+    extra: tuple[Path, ...] = ()
+    output: Path | None = None
+    dry_run: bool = False
+    keep_signatures: bool = False
+    replace_links: bool = False
+    compressor: str = "inprocess"  # or "kbuild": kbuild's own commands
+    wait: bool = True
+    workers: int | None = None
+    max_size: int = DEFAULT_MAX_DECOMPRESSED
+    suffix: str | None = None  # kbuild trees: .ko or .ko.stripped
+
+
+@dataclass(frozen=True)
+class ModuleOutcome:
+    """One module of the report."""
+
+    position: int | None
+    path: str  # DIR-relative
+    codec: str
+    action: Action
+    extra: bool = False
+    removed: tuple[str, ...] = ()
+    verdict: str | None = None  # ACCEPT/REJECT/UNCHECKED after writing, per the first kernel
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelOutcome:
+    path: Path
+    written: Path
+    changed: bool
+
+
+@dataclass
+class RerootReport:
+    """What one run found, did (or, dry, would do), and how the result verified."""
+
+    directory: Path
+    layout: Layout
+    root: ModuleHashesRoot
+    dry_run: bool
+    modules: list[ModuleOutcome] = field(default_factory=list)
+    kernels: list[KernelOutcome] = field(default_factory=list)
+    files_rewritten: int = 0
+    bytes_hashed: int = 0
+    seconds: float = 0.0
+    stale_temporaries_removed: int = 0
+    dropped_xattrs: list[str] = field(default_factory=list)
+    compressor: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """``already re-rooted``, ``re-rooted``, or for a dry run what a real run would do."""
+        changed = self.files_rewritten or any(k.changed for k in self.kernels)
+        if self.dry_run:
+            return "would re-root" if changed else "already re-rooted"
+        return "re-rooted" if changed else "already re-rooted"
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for m in self.modules if m.verdict == "REJECT")
+
+
+# ---------------------------------------------------------------------------
+# Planning
+
+
+@dataclass
+class _Planned:
+    """What the planning pass learnt of one module; no module bytes are kept."""
+
+    position: int
+    relpath: str
+    path: Path
+    codec: Codec
+    extra: bool
+    removed: tuple[str, ...]
+    base_sha256: bytes
+    leaf: bytes
+    base_size: int
+    current_sha256: bytes  # of the whole kernel-visible content as it is now
+    hasher: object  # hashlib sha256 state after the base bytes: + proof gives the new content's
+
+
+def _strip_trailers(
+    path: Path, data: bytes, keep_signatures: bool
+) -> tuple[bytes, tuple[str, ...]]:
+    """The bytes to hash: trailers removed, last first, as the policy says."""
+    removed: list[str] = []
+    while (trailer := find_trailer(data)) is not None:
+        if trailer.module_size <= 0 or not trailer.well_formed:
+            raise InputError(
+                path,
+                f"ends with a malformed trailer (id_type {trailer.id_type}, sig_len "
+                f"{trailer.sig_len}): cannot tell where the module ends",
+            )
+        if keep_signatures and trailer.id_type != SignatureType.MERKLE:
+            break
+        removed.append(trailer.kind)
+        data = data[: trailer.module_size]
+    return data, tuple(removed)
+
+
+def _inside(path: Path, top: Path) -> bool:
+    return path == top or top in path.parents
+
+
+def _links_out(directory: Path, path: Path) -> bool:
+    """Whether ``path``'s real file lies outside the tree's real path."""
+    return not _inside(Path(os.path.realpath(path)), Path(os.path.realpath(directory)))
+
+
+def _check_link(directory: Path, path: Path, replace_links: bool) -> None:
+    """Refuse a file whose real path lies outside the tree: it would be written there."""
+    real = Path(os.path.realpath(path))
+    top = Path(os.path.realpath(directory))
+    if not _inside(real, top) and not replace_links:
+        raise InputError(
+            path,
+            f"is a link to {real}, outside {top}: rewriting it would write outside the tree",
+            hint="pass --replace-links to make it a regular file inside the tree",
+        )
+
+
+def _extra_relpaths(directory: Path, extra: Sequence[Path]) -> list[str]:
+    """DIR-relative paths of the ``--extra`` modules, directories expanded, bytewise order."""
+    top = Path(os.path.abspath(directory))
+    found: set[str] = set()
+    for item in extra:
+        path = Path(os.path.abspath(item if item.is_absolute() else Path.cwd() / item))
+        if not _inside(path, top):
+            candidate = top / item
+            if candidate.exists():
+                path = Path(os.path.abspath(candidate))
+            else:
+                raise UsageError(item, f"--extra must name a module inside {directory}")
+        if path.is_dir():
+            for root, _dirs, files in os.walk(path):
+                for name in files:
+                    if name.endswith(MODULE_SUFFIXES):
+                        found.add(os.path.relpath(Path(root) / name, top))
+        elif path.is_file():
+            if not path.name.endswith(MODULE_SUFFIXES):
+                raise UsageError(
+                    item, "--extra names a file that is not a module (.ko[.gz|.xz|.zst])"
+                )
+            found.add(os.path.relpath(path, top))
+        else:
+            raise InputError(item, "no such module (--extra)")
+    return sorted(found, key=os.fsencode)
+
+
+def _unlisted_modules(directory: Path, listed: set[str]) -> list[str]:
+    """Module files in the tree that no position names (out-of-tree, DKMS, leftovers)."""
+    out = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.endswith(MODULE_SUFFIXES):
+                rel = os.path.relpath(Path(root) / name, directory)
+                if rel not in listed:
+                    out.append(rel)
+    return sorted(out, key=os.fsencode)
+
+
+def _plan_one(
+    directory: Path,
+    position: int,
+    relpath: str,
+    extra: bool,
+    options: RerootOptions,
+) -> _Planned:
+    path = directory / relpath
+    content = read_module(path, max_size=options.max_size)
+    base, removed = _strip_trailers(path, content.data, options.keep_signatures)
+    hasher = hashlib.sha256(base)
+    return _Planned(
+        position=position,
+        relpath=relpath,
+        path=path,
+        codec=content.codec,
+        extra=extra,
+        removed=removed,
+        base_sha256=hasher.digest(),
+        leaf=leaf_digest(position, base),
+        base_size=len(base),
+        current_sha256=hashlib.sha256(content.data).digest(),
+        hasher=hasher,
+    )
+
+
+def _in_parallel(work: Callable[[int], object], count: int, workers: int | None) -> list[object]:
+    """``work(i)`` for every i in threads (decompression and hashing release the GIL).
+
+    On any failure or interruption the work not yet started is cancelled, so
+    a refusal or SIGINT does not first finish the whole tree.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers or default_workers(), count or 1)))
+    try:
+        results = list(pool.map(work, range(count)))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def _mtime_ns() -> int | None:
+    """SOURCE_DATE_EPOCH when set (reproducible-builds.org), else None: the time of writing."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise UsageError(None, f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds")
+    return int(value) * 1_000_000_000
+
+
+def _ima_names(path: Path) -> list[str]:
+    try:
+        names = os.listxattr(path)
+    except OSError:
+        return []
+    return sorted(n for n in names if n in IMA_XATTRS)
+
+
+def _compressor_versions(compressor: str) -> dict[str, str]:
+    """What makes the recompressed bytes: the libraries in-process, or kbuild's commands."""
+    if compressor == "kbuild":
+        from vmpatch.ko.kbuildcompress import commands
+
+        return {codec: " ".join(argv) for codec, argv in commands().items()}
+    import lzma
+    import zlib
+
+    versions = {"zlib": zlib.ZLIB_RUNTIME_VERSION}
+    del lzma  # loaded so that /proc/self/maps names the library in use
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                name = line.rsplit("/", 1)[-1].strip()
+                if name.startswith("liblzma.so."):
+                    versions["liblzma"] = name[len("liblzma.so.") :]
+                    break
+    except OSError:
+        pass
+    try:
+        import zstandard
+
+        versions["libzstd"] = zstandard.ZSTD_VERSION and ".".join(map(str, zstandard.ZSTD_VERSION))
+    except ImportError:
+        pass
+    return versions
+
+
+def _recompress(data: bytes, codec: Codec, compressor: str) -> bytes:
+    if compressor == "kbuild" and codec is not Codec.NONE:
+        from vmpatch.ko.kbuildcompress import compress_with_kbuild
+
+        return compress_with_kbuild(data, codec)
+    return compress(data, codec)
+
+
+# ---------------------------------------------------------------------------
+# The workflow
+
+
+def _kernel_model(path: Path) -> object:
+    from vmpatch.workflow.verify import kernel_model
+
+    return kernel_model(path)
+
+
+def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[str, str]:
+    """The verdict of the module on disk now, against every kernel; the worst one wins."""
+    from vmpatch.verdict import kernel_verdict
+
+    data = read_module(path, max_size=max_size).data
+    worst = ("ACCEPT", "")
+    for model in models:
+        verdict = kernel_verdict(data, model)  # type: ignore[arg-type]
+        if verdict.verdict != "ACCEPT":
+            worst = (verdict.verdict, verdict.reason)
+            if verdict.verdict == "REJECT":
+                break
+    return worst
+
+
+def layout_of(directory: Path, forced: Layout | None) -> Layout:
+    if forced is not None:
+        return forced
+    order = directory / "modules.order"
+    try:
+        with open_input(order) as stream:
+            first = stream.readline().decode("utf-8", "replace").rstrip("\n")
+    except FileNotFoundError:
+        raise InputError(order, "no such file: DIR must be a kbuild or install tree") from None
+    except OSError as err:
+        from vmpatch.errors import SystemFailure
+
+        raise SystemFailure.from_oserror(order, err, "read") from err
+    return detect_layout(first)
+
+
+def _default_kernels(directory: Path, layout: Layout, given: Sequence[Path]) -> list[Path]:
+    if given:
+        return list(given)
+    if layout is Layout.KBUILD:
+        return [directory / "vmlinux"]
+    raise UsageError(
+        directory,
+        "an install tree holds no vmlinux: pass --kernel VMLINUX (the build's vmlinux, or the "
+        "-dbg package's; repeat it for vmlinux.unstripped)",
+    )
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """``--output``: the tree copied (links made regular files), with copy offload."""
+    from vmpatch.fs.atomic import atomic_copy
+
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UsageError(target, "--output must be a new or empty directory")
+    check_target(target)
+    for root, dirs, files in os.walk(source, followlinks=False):
+        rel = Path(root).relative_to(source)
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for name in dirs:
+            if (Path(root) / name).is_symlink():
+                raise InputError(Path(root) / name, "--output cannot copy a linked directory")
+        for name in files:
+            if name.startswith(".") and name.endswith(".vmpatch-tmp"):
+                continue
+            atomic_copy(Path(root) / name, target / rel / name)
+
+
+def reroot(
+    directory: str | os.PathLike[str],
+    options: RerootOptions = RerootOptions(),
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    waiting: Callable[[str], None] | None = None,
+) -> RerootReport:
+    """Re-root the tree at ``directory`` (see the module docstring); returns the report.
+
+    Everything is read and checked before the first write: a bad module,
+    an unpatchable kernel or an unwritable file changes nothing. A kbuild
+    tree or an install tree is told from ``modules.order`` unless
+    ``options.layout`` says which.
+    """
+    started = time.monotonic()
+    source = Path(directory)
+    if not source.is_dir():
+        raise InputError(source, "not a directory")
+    layout = layout_of(source, options.layout)
+    kernels = _default_kernels(source, layout, options.kernels)
+    for kernel in kernels:
+        if not kernel.is_file():
+            raise InputError(kernel, "no such kernel image (--kernel)")
+    work = source
+    if options.output is not None and not options.dry_run:
+        _copy_tree(source, options.output)
+        work = options.output
+    with locked([work, *kernels], wait=options.wait, waiting=waiting):
+        stale = 0 if options.dry_run else len(remove_stale_temporaries(work))
+        if layout is Layout.KBUILD:
+            report = _reroot_kbuild(work, kernels, options, progress)
+        else:
+            report = _reroot_installed(work, kernels, options, progress)
+    report.stale_temporaries_removed = stale
+    report.seconds = time.monotonic() - started
+    if report.rejected:
+        raise MismatchError(
+            work,
+            f"{report.rejected} of {len(report.modules)} modules would be rejected by the "
+            "kernel after re-rooting",
+        )
+    return report
+
+
+def _kernel_outputs(
+    kernels: Sequence[Path], source: Path, output: Path | None
+) -> list[Path] | None:
+    """With ``--output``, where each patched image goes: its place in the copy, or beside it."""
+    if output is None:
+        return None
+    outputs: list[Path] = []
+    for kernel in kernels:
+        absolute = Path(os.path.abspath(kernel))
+        top = Path(os.path.abspath(source))
+        target = (
+            output / absolute.relative_to(top) if _inside(absolute, top) else output / kernel.name
+        )
+        if target in outputs:
+            raise UsageError(kernel, f"two --kernel images would both be written to {target}")
+        outputs.append(target)
+    return outputs
+
+
+def _plan_kernels(
+    kernels: Sequence[Path], root: ModuleHashesRoot, source: Path, options: RerootOptions
+) -> tuple[list[object], list[KernelOutcome]]:
+    from vmpatch.workflow.patch import RootSource, plan_patches
+
+    outputs = _kernel_outputs(kernels, source, options.output)
+    plans = plan_patches(
+        kernels, RootSource(root=root, origin="the re-rooted tree"), outputs=outputs
+    )
+    outcomes = []
+    for plan in plans:
+        changed = plan.location.content != plan.payload
+        written = plan.output if plan.output is not None else plan.location.path
+        outcomes.append(
+            KernelOutcome(plan.location.path, written, changed or plan.output is not None)
+        )
+    return list(plans), outcomes
+
+
+def _reroot_installed(
+    directory: Path,
+    kernels: Sequence[Path],
+    options: RerootOptions,
+    progress: Callable[[str, int, int], None] | None,
+) -> RerootReport:
+    entries = installed_modules(directory)
+    names = [(os.path.relpath(path, directory), False) for _entry, path in entries]
+    extras = _extra_relpaths(directory, options.extra)
+    manifest_path = directory / MANIFEST_NAME
+    previous = read_manifest(manifest_path) if manifest_path.exists() else None
+    if not options.extra and previous is not None:
+        extras = [e.path for e in previous.entries[len(entries) :]]  # the positions they had
+    listed = {relpath for relpath, _ in names}
+    for rel in extras:
+        if rel in listed:
+            raise UsageError(directory / rel, "--extra names a module modules.order already lists")
+        listed.add(rel)
+        names.append((rel, True))
+    for relpath, _ in names:
+        _check_link(directory, directory / relpath, options.replace_links)
+
+    def plan(i: int) -> _Planned:
+        relpath, extra = names[i]
+        return _plan_one(directory, i, relpath, extra, options)
+
+    planned: list[_Planned] = _in_parallel(plan, len(names), options.workers)  # type: ignore[assignment]
+    tree = MerkleTree.from_leaves([p.leaf for p in planned])
+    root = tree.root
+    kernel_plans, kernel_outcomes = _plan_kernels(kernels, root, directory, options)
+    report = RerootReport(
+        directory=directory,
+        layout=Layout.INSTALLED,
+        root=root,
+        dry_run=options.dry_run,
+        kernels=kernel_outcomes,
+        bytes_hashed=sum(p.base_size for p in planned),
+        compressor=_compressor_versions(options.compressor),
+    )
+    rewrite: list[tuple[_Planned, bytes]] = []
+    actions: list[Action] = []
+    for p in planned:
+        trailer = tree.trailer(p.position)
+        after = p.hasher.copy()  # type: ignore[attr-defined]
+        after.update(trailer)
+        if after.digest() == p.current_sha256:
+            actions.append(Action.UNCHANGED)
+            continue
+        if "pkcs7" in p.removed:
+            actions.append(Action.REPLACED_SIGNATURE)
+        elif p.removed:
+            actions.append(Action.REPLACED_PROOF)
+        else:
+            actions.append(Action.PROVED)
+        rewrite.append((p, trailer))
+    manifest = LeafManifest(
+        root,
+        tuple(LeafEntry(p.position, p.relpath, p.base_sha256, p.leaf) for p in planned),
+    ).encode()
+    manifest_changed = previous is None or previous.encode() != manifest
+    if not options.dry_run:
+        for p, _ in rewrite:
+            if not os.access(p.path, os.W_OK) or not os.access(p.path.parent, os.W_OK | os.X_OK):
+                from vmpatch.errors import SystemFailure
+
+                raise SystemFailure(p.path, "cannot rewrite: file or directory not writable")
+        if manifest_changed:
+            check_target(manifest_path)
+        _apply_installed(directory, rewrite, kernel_plans, options, report, progress)
+        if manifest_changed:
+            atomic_write(manifest_path, manifest)
+    report.files_rewritten = len(rewrite)
+    unlisted = _unlisted_modules(directory, {p.relpath for p in planned})
+    verdicts: list[tuple[str, str]] | None = None
+    if not options.dry_run:
+        models = [_kernel_model(k.written) for k in kernel_outcomes]
+
+        def judge(i: int) -> tuple[str, str]:
+            return _judge(planned[i].path, models, options.max_size)
+
+        verdicts = _in_parallel(judge, len(planned), options.workers)  # type: ignore[assignment]
+    for i, (p, action) in enumerate(zip(planned, actions, strict=True)):
+        verdict, reason = verdicts[i] if verdicts is not None else (None, None)
+        report.modules.append(
+            ModuleOutcome(
+                position=p.position,
+                path=p.relpath,
+                codec=p.codec.label,
+                action=action,
+                extra=p.extra,
+                removed=p.removed,
+                verdict=verdict,
+                reason=reason or None,
+            )
+        )
+    for rel in unlisted:
+        codec = next((c for c in Codec if c.suffix and rel.endswith(c.suffix)), Codec.NONE)
+        report.modules.append(ModuleOutcome(None, rel, codec.label, Action.NOT_IN_TREE))
+    return report
+
+
+def _apply_installed(
+    directory: Path,
+    rewrite: Sequence[tuple[_Planned, bytes]],
+    kernel_plans: Sequence[object],
+    options: RerootOptions,
+    report: RerootReport,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Stage every module, then patch the images, then rename: old or new, never partial."""
+    from vmpatch.workflow.patch import apply_patches
+
+    mtime = _mtime_ns()
+    staged: list[StagedWrite] = []
+    guard = Lock()
+    done = [0]
+
+    def stage(i: int) -> None:
+        p, trailer = rewrite[i]
+        data = read_module(p.path, max_size=options.max_size).data
+        base, _ = _strip_trailers(p.path, data, options.keep_signatures)
+        if hashlib.sha256(base).digest() != p.base_sha256:
+            raise InputError(p.path, "changed while being re-rooted; nothing renamed")
+        dropped = _ima_names(p.path)
+        write = StagedWrite(
+            p.path,
+            _recompress(base + trailer, p.codec, options.compressor),
+            drop_xattrs=IMA_XATTRS,
+            mtime_ns=mtime,
+            follow_links=not _links_out(directory, p.path),  # only with --replace-links
+        )
+        with guard:
+            staged.append(write)
+            report.dropped_xattrs.extend(f"{p.relpath}: {name}" for name in dropped)
+            done[0] += 1
+            if progress is not None:
+                progress("rewriting modules", done[0], len(rewrite))
+
+    try:
+        _in_parallel(stage, len(rewrite), options.workers)
+        apply_patches(kernel_plans)  # type: ignore[arg-type]
+        directories = set()
+        for write in sorted(staged, key=lambda w: str(w.target)):
+            write.commit()
+            directories.add(write.target.parent)
+        staged.clear()
+        for directory in sorted(directories):
+            fsync_dir(directory)
+    finally:
+        for write in staged:
+            write.abort()
+    report.dropped_xattrs.sort()
+
+
+def _reroot_kbuild(
+    directory: Path,
+    kernels: Sequence[Path],
+    options: RerootOptions,
+    progress: Callable[[str, int, int], None] | None,
+) -> RerootReport:
+    """``.merkle`` files and the patched vmlinux; the ``.ko`` files are never touched."""
+    from vmpatch.records.trailer import MARKER
+    from vmpatch.workflow.tree import build_tree, plan_tree
+
+    if options.extra:
+        raise UsageError(
+            None, "--extra is for install trees: a kbuild tree's modules.order is the tree"
+        )
+    plan = plan_tree(directory, suffix=options.suffix)
+    for module in plan.modules:
+        with open_input(module.module) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            stream.seek(max(0, size - len(MARKER)))
+            if size > len(MARKER) and stream.read() == MARKER:
+                raise InputError(
+                    module.module,
+                    "already ends with a trailer (proof or signature): make modules_install "
+                    "would append a second one",
+                    hint=f"clean it with vmpatch ko strip-proof --all {module.module}",
+                )
+    tree = build_tree(plan, workers=options.workers)
+    root = tree.root
+    kernel_plans, kernel_outcomes = _plan_kernels(kernels, root, directory, options)
+    report = RerootReport(
+        directory=directory,
+        layout=Layout.KBUILD,
+        root=root,
+        dry_run=options.dry_run,
+        kernels=kernel_outcomes,
+        bytes_hashed=sum(os.stat(m.file).st_size for m in plan.modules),
+    )
+    writes = []
+    for module in plan.modules:
+        proof = tree.trailer(module.entry.index)
+        try:
+            with open_input(module.proof) as stream:
+                current = stream.read(len(proof) + 1)
+        except FileNotFoundError:
+            current = None
+        writes.append((module, proof, current != proof))
+    if not options.dry_run:
+        from vmpatch.workflow.patch import apply_patches
+
+        for module, _proof, changed in writes:
+            if changed:
+                check_target(module.proof)
+        for module, proof, changed in writes:
+            if changed:
+                atomic_write(module.proof, proof, mode=0o644)
+        apply_patches(kernel_plans)  # type: ignore[arg-type]
+    report.files_rewritten = sum(1 for *_, changed in writes if changed)
+    models = [] if options.dry_run else [_kernel_model(k.written) for k in kernel_outcomes]
+    from vmpatch.verdict import kernel_verdict
+
+    for module, proof, changed in writes:
+        verdict = reason = None
+        if models:
+            with open_input(module.module) as stream:
+                data = stream.read() + proof
+            worst = [kernel_verdict(data, m) for m in models]  # type: ignore[arg-type]
+            bad = [v for v in worst if v.verdict != "ACCEPT"]
+            verdict, reason = (bad[0].verdict, bad[0].reason) if bad else ("ACCEPT", None)
+        report.modules.append(
+            ModuleOutcome(
+                position=module.entry.index,
+                path=os.path.relpath(module.file, directory),
+                codec="none",
+                action=Action.PROVED if changed else Action.UNCHANGED,
+                verdict=verdict,
+                reason=reason,
+            )
+        )
+    return report
