@@ -207,14 +207,6 @@ def test_stripped_suffix_comes_from_the_vmpatch_record(tree: Path) -> None:
     assert (doc["suffix"], doc["root"]) == (".ko.stripped", root.hex())
 
 
-def test_strip_record_name_is_the_one_stripping_writes() -> None:
-    """treegen names the record without importing stripping; the two must agree."""
-    from vmpatch.records.striprecord import RECORD_NAME
-    from vmpatch.workflow.tree import STRIP_RECORD
-
-    assert STRIP_RECORD == RECORD_NAME
-
-
 def test_strip_record_counts_when_auto_conf_has_no_strip_line(tree: Path) -> None:
     """An auto.conf from before patch 14 has no CONFIG_MODULE_INSTALL_STRIP line."""
     strip = require_tool("strip", "binutils")

@@ -67,6 +67,7 @@ def _check_line(order_file: Path, line_no: int, raw: str) -> str:
             order_file,
             f"line {line_no}: {raw!r} is the installed layout (kernel/...ko); "
             "installed trees are not supported yet, use the build tree",
+            hint="to re-root an installed tree, use `vmpatch reroot`",
         )
     if not raw.endswith(".o"):
         raise bad(f"{raw!r} does not end in .o")
@@ -79,10 +80,11 @@ def read_modules_order(order_file: str | os.PathLike[str]) -> list[OrderEntry]:
     try:
         with open_input(order_file) as stream:
             data = stream.read()
-    except FileNotFoundError as err:
-        raise InputError(order_file, "no such file (is this a kernel build tree?)") from err
-    except OSError as err:
-        raise SystemFailure.from_oserror(order_file, err, "read") from err
+    except OSError as err:  # missing: the input's fault (exit 2); unreadable: the system's
+        failure = SystemFailure.from_oserror(order_file, err, "read")
+        if isinstance(err, FileNotFoundError):
+            failure.hint = "is this a kernel build tree?"
+        raise failure from err
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
