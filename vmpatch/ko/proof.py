@@ -217,8 +217,8 @@ def resolve_kernel(kernel: Any) -> KernelModel | None:
     """The kernel model to check appends against: from a vmlinux path, a root, or as given.
 
     A vmlinux goes through :func:`vmpatch.elf.kernel.kernel_model`, the model
-    ``vmpatch verify`` uses, so a kernel without MODULE_HASHES is judged (a
-    proof is ENOPKG there) rather than refused as unreadable. The ELF reader
+    ``vmpatch verify`` uses, so a kernel without MODULE_HASHES gets the
+    verdict ``verify`` gives rather than being refused as unreadable. The ELF reader
     loads only here: this module stays standard-library-only at import time.
     """
     if kernel is None:
@@ -260,7 +260,8 @@ def _stack_or_replace(
     The kernel checks only the last trailer and hashes every byte before it
     (kernel/module/auth.c, docs/format.md section 4): stacking verifies when
     the tree was hashed with the signature in place, replacing when it was
-    hashed without. Both candidates are judged; a proof cannot fit both.
+    hashed without. Both candidates are judged. Only a kernel that checks
+    nothing accepts both; stacking is then preferred, as it keeps the signature.
     """
     stacked = data + proof.data
     replaced = data[: trailer.module_size] + proof.data
