@@ -140,3 +140,40 @@ def test_strip_tree_writes_record(tmp_path: Path) -> None:
     module, proof = modules(tree)[0]
     proc = vmpatch("ko", "append", module, proof, "--install-mod-strip", "", "--build-dir", tree)
     assert_error(proc, 1, "INSTALL_MOD_STRIP is '' at install time but '1' at build time")
+
+
+def test_append_judges_a_kernel_without_module_hashes_as_verify_does(tmp_path: Path) -> None:
+    """One kernel model for verify and append: no .module_hashes is a kernel, not an error.
+
+    The image is the test vmlinux with the section removed by the real
+    objcopy. ``verify`` judges the module as ``cat`` would make it; ``ko
+    append --kernel`` and the hook must come to the same verdict (they used to
+    refuse the image with "no .module_hashes section", exit 2).
+    """
+    from conftest import TESTDATA
+
+    objcopy = require_tool("objcopy", "binutils")
+    tree, _ = make_tree(tmp_path)
+    image = tmp_path / "vmlinux-no-hashes"
+    subprocess.run(
+        [objcopy, "--remove-section=.module_hashes", TESTDATA / "kbuild-x86_64" / "vmlinux", image],
+        check=True,
+    )
+    sections = subprocess.run(
+        ["readelf", "-S", "-W", image], capture_output=True, text=True, check=True
+    ).stdout
+    assert ".module_hashes" not in sections
+    (module, proof), (hooked, hooked_proof) = modules(tree)[:2]
+    catted = tmp_path / "catted.ko"
+    catted.write_bytes(module.read_bytes() + proof.read_bytes())
+    run = vmpatch("verify", "--json", "--kernel", image, catted)
+    doc = json.loads(run.stdout)
+    assert doc["module_hashes"] is False
+    [judged] = doc["modules"]
+    proc = vmpatch("ko", "append", "--json", "--kernel", image, module, proof)
+    assert proc.returncode == run.returncode, proc.stderr
+    assert json.loads(proc.stdout)["verdict"] == judged["verdict"]
+    assert module.read_bytes() == catted.read_bytes()
+    from test_hook import hook
+
+    assert hook("--kernel", image, hooked, hooked_proof).returncode == run.returncode

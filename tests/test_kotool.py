@@ -24,7 +24,7 @@ from vmpatch.errors import InputError, MismatchError
 from vmpatch.ko.proof import append_proof, strip_proof
 from vmpatch.ko.report import module_report
 from vmpatch.merkle import MerkleTree
-from vmpatch.records.trailer import MARKER, SIGNATURE_INFO, find_trailer, merkle_trailer
+from vmpatch.records.trailer import MARKER, SIGNATURE_INFO, count_trailers, merkle_trailer
 from vmpatch.workflow.append_tree import append_tree
 from vmpatch.workflow.strip_tree import StripCheck, check_strip_consistency
 
@@ -70,14 +70,6 @@ def modules(tree: Path) -> list[tuple[Path, Path]]:
     from vmpatch.workflow.tree import plan_tree
 
     return [(m.module, m.proof) for m in plan_tree(tree, suffix=".ko").modules]
-
-
-def count_trailers(data: bytes) -> int:
-    count = 0
-    while (trailer := find_trailer(data)) is not None and trailer.module_size > 0:
-        count += 1
-        data = data[: trailer.module_size]
-    return count
 
 
 def pkcs7_like(sig: bytes = b"\x30\x03\x02\x01\x00") -> bytes:
@@ -137,7 +129,7 @@ def test_replace_leaves_exactly_one_trailer(built: tuple[Path, MerkleTree]) -> N
     assert result.action == "replaced" and result.replaced_kind == "merkle"
     data = module.read_bytes()
     assert data == original + proof.read_bytes()
-    assert count_trailers(data) == 1
+    assert MARKER not in original and data.count(MARKER) == 1  # exactly one trailer
 
 
 def test_replace_pkcs7_and_refuse_it_without_replace(built: tuple[Path, MerkleTree]) -> None:
@@ -441,7 +433,7 @@ def test_concurrent_appends_from_8_processes(built: tuple[Path, MerkleTree]) -> 
     for module, proof in many:
         data = Path(module).read_bytes()
         assert data == originals[module] + Path(proof).read_bytes()
-        assert count_trailers(data) == 1
+        assert data.count(MARKER) == 1 and MARKER not in originals[module]
     leftovers = [p for p in tree.rglob("*") if ".vmpatch-tmp" in p.name]
     assert leftovers == []
 
@@ -482,6 +474,35 @@ def test_module_report(built: tuple[Path, MerkleTree]) -> None:
     assert report.modinfo["name"] == ("crc_toy",)
     module.write_bytes(module.read_bytes()[:-40] + SIGNATURE_INFO.pack(0, 0, 5, 0, 0, 5) + MARKER)
     assert module_report(module).trailer == "unknown type 5"
+
+
+def test_count_trailers_on_framings_built_by_hand(built: tuple[Path, MerkleTree]) -> None:
+    """Stacked trailers counted from bytes whose framing the test itself laid out.
+
+    A malformed last trailer (sig_len reaching before the file) is one trailer,
+    and ends the count, as ``inspect`` reports it; the old copy of this count
+    in the tests said 0 there.
+    """
+    tree, _ = built
+    module, proof = modules(tree)[0]
+    plain = module.read_bytes()
+    assert MARKER not in plain
+    signed = plain + pkcs7_like()
+    proved = proof.read_bytes()
+    malformed = SIGNATURE_INFO.pack(0, 0, 3, 0, 0, 1 << 30) + MARKER
+    cases = {
+        "plain": (plain, 0),
+        "proof": (plain + proved, 1),
+        "signature": (signed, 1),
+        "proof over signature": (signed + proved, 2),
+        "malformed": (plain + malformed, 1),
+        "malformed over signature": (signed + malformed, 1),
+    }
+    for name, (data, expected) in cases.items():
+        assert count_trailers(data) == expected, name
+        module.write_bytes(data)
+        assert module_report(module).trailers == expected, name
+    assert count_trailers(b"x" + MARKER) == 1  # the marker with no room for the info
 
 
 def test_module_report_real_pkcs7_then_proof(built: tuple[Path, MerkleTree]) -> None:

@@ -207,14 +207,6 @@ def test_stripped_suffix_comes_from_the_vmpatch_record(tree: Path) -> None:
     assert (doc["suffix"], doc["root"]) == (".ko.stripped", root.hex())
 
 
-def test_strip_record_name_is_the_one_stripping_writes() -> None:
-    """treegen names the record without importing stripping; the two must agree."""
-    from vmpatch.records.striprecord import RECORD_NAME
-    from vmpatch.workflow.tree import STRIP_RECORD
-
-    assert STRIP_RECORD == RECORD_NAME
-
-
 def test_strip_record_counts_when_auto_conf_has_no_strip_line(tree: Path) -> None:
     """An auto.conf from before patch 14 has no CONFIG_MODULE_INSTALL_STRIP line."""
     strip = require_tool("strip", "binutils")
@@ -239,3 +231,79 @@ def test_unwritable_root_output_is_refused_before_any_proof(
         assert run.returncode == 2, run
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
         assert {p: p.read_bytes() for p in tree.rglob("*.merkle")} == before
+
+
+def _snapshot(top: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``top``: evidence that nothing changed."""
+    return {
+        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(top.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _one_error_line(run_stderr: str) -> str:
+    lines = run_stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in run_stderr, run_stderr
+    return lines[0]
+
+
+def test_the_rerooting_recipe_run_twice_refuses_before_writing(tree: Path, tmp_path: Path) -> None:
+    """Issue 8.2: the second `tree` would hash the first run's proofs; it refuses instead.
+
+    The first run is the README recipe with the proofs appended in the build
+    tree itself (`ko append-tree` without --dest, as a user re-rooting in
+    place does). The second `tree`, `patch --from-tree` and `append-tree
+    --dest` must refuse, naming a module and its trailer, and change no file.
+    """
+    first = vmpatch("patch", "--from-tree", tree, tree / "vmlinux")
+    assert first.returncode == 0, first.stderr
+    appended = vmpatch("ko", "append-tree", tree, "--kernel", tree / "vmlinux")
+    assert appended.returncode == 0, appended.stderr
+    dest = tmp_path / "staged"
+    for line in (tree / "modules.order").read_text().splitlines():  # a staged install
+        target = dest / "kernel" / (line[:-2] + ".ko")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(KBUILD / (line[:-2] + ".ko"), target)
+    before, staged_before = _snapshot(tree), _snapshot(dest)
+    first_module = tree / ((tree / "modules.order").read_text().split()[0][:-2] + ".ko")
+    for argv in (
+        ("tree", tree, "--root-out", tmp_path / "root.bin"),
+        ("patch", "--from-tree", tree, tree / "vmlinux"),
+        ("ko", "append-tree", tree, "--dest", dest),
+    ):
+        run = vmpatch(*argv)
+        assert run.returncode == 2, (argv, run.stderr)
+        line = _one_error_line(run.stderr)
+        assert line.startswith(f"error: {first_module}: already ends with a merkle trailer")
+        assert "vmpatch ko strip-proof --all" in line
+        assert _snapshot(tree) == before and _snapshot(dest) == staged_before
+        assert not (tmp_path / "root.bin").exists()
+    # what the message says to do works: the tree hashes as the first time
+    modules = sorted(tree.rglob("*.ko"))
+    assert vmpatch("ko", "strip-proof", "--all", *modules).returncode == 0
+    levels, root = reference_root(tree)
+    again = vmpatch("tree", tree, "--json")
+    assert again.returncode == 0, again.stderr
+    assert (again.json()["levels"], again.json()["root"]) == (levels, root.hex())
+
+
+def test_a_signed_module_in_a_build_tree_is_refused(tree: Path) -> None:
+    """A PKCS#7 trailer in a build tree (kbuild signs only at install) is named as a signature."""
+    line = (tree / "modules.order").read_text().split()[2]
+    module = tree / (line[:-2] + ".ko")
+    sig = b"\x30\x03\x02\x01\x00"  # framing only: the refusal reads the last 40 bytes
+    module.write_bytes(
+        module.read_bytes() + sig + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(sig))
+        + b"~Module signature appended~\n"
+    )  # fmt: skip
+    before = _snapshot(tree)
+    run = vmpatch("tree", tree)
+    assert run.returncode == 2
+    assert f"{module}: already ends with a pkcs7 trailer (a signature)" in _one_error_line(
+        run.stderr
+    )
+    assert _snapshot(tree) == before
+    # verify, which expects proofs on build-tree modules, still reads the tree
+    verify = vmpatch("verify", "--json", "--kernel", tree / "vmlinux", "--modules", tree)
+    assert len(verify.json()["modules"]) == 5

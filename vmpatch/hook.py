@@ -11,7 +11,7 @@ stops with a message a human can act on.
 
 Usage::
 
-    vmpatch-ko-append [--replace] [--kernel VMLINUX]
+    vmpatch-ko-append [--replace | --stack] [--kernel VMLINUX]
                       [--install-mod-strip VALUE --build-dir DIR [--strip-program P]]
                       [--max-decompressed BYTES] MODULE PROOF
 """
@@ -50,8 +50,16 @@ def _parser() -> _Parser:
     )
     parser.add_argument("module", metavar="MODULE", help=".ko, .ko.gz, .ko.xz or .ko.zst")
     parser.add_argument("proof", metavar="PROOF", help="the module's .merkle file")
-    parser.add_argument(
-        "--replace", action="store_true", help="replace an existing trailer (one level)"
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an existing trailer (one level): the tree was hashed without it",
+    )
+    existing.add_argument(
+        "--stack",
+        action="store_true",
+        help="append on top of an existing trailer: the tree was hashed with it in place",
     )
     parser.add_argument(
         "--kernel", metavar="VMLINUX", help="check the result against this vmlinux's root first"
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             args.module,
             args.proof,
             replace=args.replace,
+            stack=args.stack,
             kernel=args.kernel,
             strip_check=check,
             **limit,

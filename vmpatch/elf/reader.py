@@ -42,7 +42,6 @@ SHT_NOBITS = 8
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
-STT_OBJECT = 1
 
 # Elf32_Sym / Elf64_Sym, without the byte-order prefix (include/uapi/linux/elf.h).
 # Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx

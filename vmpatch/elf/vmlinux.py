@@ -36,7 +36,6 @@ __all__ = [
     "locate",
     "locate_in",
     "location_report",
-    "read_root",
     "root_of",
 ]
 
@@ -156,11 +155,6 @@ def locate(path: str | os.PathLike[str]) -> RootLocation:
     """Find ``.module_hashes`` and its symbol in the ELF file at ``path``."""
     with open_elf(path) as reader:
         return locate_in(reader)
-
-
-def read_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
-    """The root a vmlinux carries; InputError if it has none of the supported layout."""
-    return root_of(locate(path))
 
 
 def root_of(location: RootLocation) -> ModuleHashesRoot:

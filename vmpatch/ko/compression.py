@@ -300,9 +300,7 @@ def read_module(
             if codec is Codec.NONE and os.fstat(fh.fileno()).st_size > max_size:
                 raise _too_big(where, max_size)
             raw = fh.read()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
-        raise InputError(where, f"cannot read module: {err.strerror}") from None
-    except OSError as err:
+    except OSError as err:  # missing or a directory: InputError; other I/O: SystemFailure
         raise SystemFailure.from_oserror(where, err, "read module") from None
     return ModuleContent(where, codec, decompress(raw, codec, path=where, max_size=max_size))
 

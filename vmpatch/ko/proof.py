@@ -9,8 +9,15 @@ boot. So every append here:
 
 * validates the proof file as exactly one Merkle trailer (docs/format.md section 3);
 * looks at the module's current trailer: an identical one is left alone, any
-  other is refused unless the caller asks for ``replace`` (one level only);
-* optionally checks the result against the root of a vmlinux *before* writing;
+  other is refused unless the caller asks to ``replace`` it (one level only)
+  or to ``stack`` the proof on top of it (a proof over a PKCS#7 signature,
+  when the tree was hashed with the signature in place: the kernel checks
+  only the last trailer and hashes everything before it, docs/format.md
+  section 4);
+* optionally checks the result against a vmlinux *before* writing, through
+  the same kernel model as ``vmpatch verify`` (:mod:`vmpatch.elf.kernel`);
+  given a kernel, a proof for a signed module is stacked or replaces the
+  signature, whichever of the two the kernel accepts;
 * works on the kernel-visible bytes of ``.ko.gz``/``.ko.xz``/``.ko.zst`` and
   recompresses with the same codec;
 * writes through :func:`vmpatch.fs.atomic.atomic_write` (own temp file + rename,
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmpatch.errors import InputError, MismatchError, SystemFailure
+from vmpatch.errors import InputError, MismatchError, SystemFailure, UsageError
 from vmpatch.fs.atomic import atomic_write, open_input
 from vmpatch.ko.compression import (
     DEFAULT_MAX_DECOMPRESSED,
@@ -40,10 +47,20 @@ from vmpatch.ko.compression import (
     read_module,
 )
 from vmpatch.records.root import MAX_LEVELS
-from vmpatch.records.trailer import MARKER, SIGNATURE_INFO, SignatureType, Trailer, find_trailer
+from vmpatch.records.trailer import (
+    POSITION,
+    TRAILER_END_SIZE,
+    SignatureType,
+    Trailer,
+    find_trailer,
+    proof_levels,
+    proof_sig_len,
+    signature_info,
+)
 
 if TYPE_CHECKING:
     from vmpatch.records.root import ModuleHashesRoot
+    from vmpatch.verdict import KernelModel, Verdict
 
 __all__ = [
     "AppendResult",
@@ -51,12 +68,10 @@ __all__ = [
     "StripProofResult",
     "append_proof",
     "strip_proof",
-    "trailer_label",
 ]
 
-_POS_SIZE = 4
-_DIGEST_SIZE = 32
-_MIN_PROOF = _POS_SIZE + SIGNATURE_INFO.size + len(MARKER)
+_MIN_PROOF = proof_sig_len(0) + TRAILER_END_SIZE
+_MAX_PROOF = proof_sig_len(MAX_LEVELS) + TRAILER_END_SIZE
 
 # ---------------------------------------------------------------------------
 # Results
@@ -67,10 +82,13 @@ class AppendResult:
     """What one append did.
 
     ``action`` is ``"appended"`` (the module had no trailer), ``"replaced"``
-    (an old trailer of kind ``replaced_kind`` was removed first) or
-    ``"unchanged"`` (the module already ended with exactly this proof; the
-    file was not touched). ``verdict`` is the kernel's verdict when a vmlinux
-    was given, else None.
+    (an old trailer of kind ``replaced_kind`` was removed first),
+    ``"stacked"`` (the proof went on top of a trailer of kind ``stacked_on``,
+    which stays) or ``"unchanged"`` (the module already ended with exactly
+    this proof; the file was not touched). ``chosen_by_kernel`` is True when
+    neither ``--stack`` nor ``--replace`` was asked for and the kernel check
+    chose the one it accepts. ``verdict`` is the kernel's verdict when a
+    vmlinux was given, else None.
     """
 
     module: Path
@@ -81,6 +99,8 @@ class AppendResult:
     levels: int
     replaced_kind: str | None = None
     verdict: str | None = None
+    stacked_on: str | None = None
+    chosen_by_kernel: bool = False
 
     @property
     def changed(self) -> bool:
@@ -95,6 +115,8 @@ class AppendResult:
             "position": self.position,
             "levels": self.levels,
             "replaced_kind": self.replaced_kind,
+            "stacked_on": self.stacked_on,
+            "chosen_by_kernel": self.chosen_by_kernel,
             "verdict": self.verdict,
         }
 
@@ -129,12 +151,6 @@ class StripProofResult:
         }
 
 
-def trailer_label(trailer: Trailer) -> str:
-    """``merkle``, ``pkcs7`` or ``unknown type N`` (N the id_type)."""
-    kind = trailer.kind
-    return kind if kind != "unknown" else f"unknown type {trailer.id_type}"
-
-
 # ---------------------------------------------------------------------------
 # The proof file
 
@@ -156,26 +172,22 @@ def _parse_proof(path: Path, data: bytes) -> Proof:
     size = len(data)
     if size < _MIN_PROOF:
         raise bad(f"{size} bytes, shorter than the smallest proof ({_MIN_PROOF} bytes)")
-    if not data.endswith(MARKER):
+    info = signature_info(data)
+    if info is None:
         raise bad("does not end with the module signature marker")
-    info_at = size - len(MARKER) - SIGNATURE_INFO.size
-    algo, hash_, id_type, signer_len, key_id_len, sig_len = SIGNATURE_INFO.unpack_from(
-        data, info_at
-    )
-    if id_type != SignatureType.MERKLE:
-        name = {SignatureType.PKCS7: " (PKCS#7)"}.get(id_type, "")
-        raise bad(f"signature type {id_type}{name}, expected {int(SignatureType.MERKLE)}")
-    pad = data[info_at + 5 : info_at + 8]
-    if algo or hash_ or signer_len or key_id_len or any(pad):
+    if info.id_type != SignatureType.MERKLE:
+        name = {int(SignatureType.PKCS7): " (PKCS#7)"}.get(info.id_type, "")
+        raise bad(f"signature type {info.id_type}{name}, expected {int(SignatureType.MERKLE)}")
+    if not info.zero_fields:
         raise bad("non-zero algo/hash/signer_len/key_id_len/pad field")
-    if sig_len != info_at:
-        raise bad(f"sig_len {sig_len} but the file holds {info_at} proof bytes")
-    if (sig_len - _POS_SIZE) % _DIGEST_SIZE:
-        raise bad(f"sig_len {sig_len} is not 4 + 32 * levels")
-    levels = (sig_len - _POS_SIZE) // _DIGEST_SIZE
+    if info.sig_len != info.info_at:
+        raise bad(f"sig_len {info.sig_len} but the file holds {info.info_at} proof bytes")
+    levels = proof_levels(info.sig_len)
+    if levels is None:
+        raise bad(f"sig_len {info.sig_len} is not 4 + 32 * levels")
     if levels > MAX_LEVELS:
         raise bad(f"{levels} levels, more than {MAX_LEVELS}")
-    position = int.from_bytes(data[:_POS_SIZE], "big")
+    position = int(POSITION.unpack_from(data)[0])
     if levels < MAX_LEVELS and position >> levels:
         raise bad(f"position {position} does not fit in a tree of {levels} levels")
     return Proof(path, data, position, levels)
@@ -184,10 +196,8 @@ def _parse_proof(path: Path, data: bytes) -> Proof:
 def read_proof_file(path: Path) -> Proof:
     try:
         with open_input(path) as fh:
-            data = fh.read(_MIN_PROOF + _DIGEST_SIZE * MAX_LEVELS + 1)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
-        raise InputError(path, f"cannot read proof: {err.strerror}") from None
-    except OSError as err:
+            data = fh.read(_MAX_PROOF + 1)
+    except OSError as err:  # missing or a directory: the input's fault (exit 2), else 3
         raise SystemFailure.from_oserror(path, err, "read proof") from None
     return _parse_proof(path, data)
 
@@ -203,26 +213,82 @@ class _Planned:
     result: AppendResult
 
 
-def resolve_root(kernel: Any) -> ModuleHashesRoot | None:
+def resolve_kernel(kernel: Any) -> KernelModel | None:
+    """The kernel model to check appends against: from a vmlinux path, a root, or as given.
+
+    A vmlinux goes through :func:`vmpatch.elf.kernel.kernel_model`, the model
+    ``vmpatch verify`` uses, so a kernel without MODULE_HASHES gets the
+    verdict ``verify`` gives rather than being refused as unreadable. The ELF reader
+    loads only here: this module stays standard-library-only at import time.
+    """
     if kernel is None:
         return None
     from vmpatch.records.root import ModuleHashesRoot
+    from vmpatch.verdict import KernelModel
 
-    if isinstance(kernel, ModuleHashesRoot):
+    if isinstance(kernel, KernelModel):
         return kernel
-    from vmpatch.elf.vmlinux import read_root
+    if isinstance(kernel, ModuleHashesRoot):
+        return KernelModel(kernel)
+    from vmpatch.elf.kernel import kernel_model
 
-    return read_root(kernel)
+    return kernel_model(kernel)
 
 
-def _check_kernel(module: Path, data: bytes, root: ModuleHashesRoot) -> str:
-    from vmpatch.verdict import KernelModel, kernel_verdict
+def _judge(data: bytes, kernel: KernelModel) -> Verdict:
+    from vmpatch.verdict import kernel_verdict
 
-    verdict = kernel_verdict(data, KernelModel(root))
+    return kernel_verdict(data, kernel)
+
+
+def _rejection(verdict: Verdict) -> str:
+    return verdict.reason + (f" ({verdict.errno})" if verdict.errno else "")
+
+
+def _check_kernel(module: Path, data: bytes, kernel: KernelModel) -> str:
+    verdict = _judge(data, kernel)
     if not verdict.accepted:
-        errno = f" ({verdict.errno})" if verdict.errno else ""
-        raise MismatchError(module, f"the kernel would reject the result: {verdict.reason}{errno}")
+        raise MismatchError(module, f"the kernel would reject the result: {_rejection(verdict)}")
     return verdict.verdict
+
+
+def _stack_or_replace(
+    module: Path, data: bytes, trailer: Trailer, proof: Proof, kernel: KernelModel
+) -> tuple[str, bytes]:
+    """Over a signature, the one of stacking and replacing that the kernel accepts.
+
+    The kernel checks only the last trailer and hashes every byte before it
+    (kernel/module/auth.c, docs/format.md section 4): stacking verifies when
+    the tree was hashed with the signature in place, replacing when it was
+    hashed without. Both candidates are judged. Only a kernel that checks
+    nothing accepts both; stacking is then preferred, as it keeps the signature.
+    """
+    stacked = data + proof.data
+    replaced = data[: trailer.module_size] + proof.data
+    on_top, instead = _judge(stacked, kernel), _judge(replaced, kernel)
+    if on_top.accepted:
+        return "stacked", stacked
+    if instead.accepted:
+        return "replaced", replaced
+    raise MismatchError(
+        module,
+        f"the kernel would reject the proof both stacked on the {trailer.label} signature "
+        f"({_rejection(on_top)}) and replacing it ({_rejection(instead)})",
+    )
+
+
+def _refuse_existing(module: Path, trailer: Trailer) -> InputError:
+    kind = trailer.label
+    article = "an" if kind[0] in "aeiou" else "a"
+    malformed = "" if trailer.fits else " malformed"
+    if trailer.kind == "pkcs7" and trailer.fits:
+        return InputError(
+            module,
+            "already carries a pkcs7 trailer; use --stack if the tree was hashed with the "
+            "signature in place, --replace if it was hashed without it (or give --kernel "
+            "to let the kernel's root decide)",
+        )
+    return InputError(module, f"already carries {article}{malformed} {kind} trailer; use --replace")
 
 
 def plan_append(
@@ -230,37 +296,51 @@ def plan_append(
     proof: Proof,
     *,
     replace: bool,
-    root: ModuleHashesRoot | None,
+    root: KernelModel | ModuleHashesRoot | None,
     max_size: int,
+    stack: bool = False,
 ) -> _Planned:
+    """Decide what appending ``proof`` to ``module`` does, and check it; write nothing.
+
+    ``root`` is the kernel to check against (a :class:`~vmpatch.verdict.KernelModel`,
+    or a bare root), or None. Over an existing trailer, ``replace`` removes it
+    first and ``stack`` keeps it under the proof; with neither, a kernel
+    decides for a PKCS#7 signature (:func:`_stack_or_replace`) and any other
+    trailer is refused.
+    """
+    if replace and stack:
+        raise UsageError(None, "--stack and --replace exclude each other")
+    kernel = resolve_kernel(root)
     content = read_module(module, max_size=max_size)
     data = content.data
     trailer = find_trailer(data)
-    replaced: str | None = None
+    previous: str | None = None
+    chosen = False
+    new_data: bytes | None
     if trailer is None:
         action, new_data = "appended", data + proof.data
-    elif trailer.module_size > 0 and data[trailer.module_size :] == proof.data:
+    elif trailer.fits and data[trailer.module_size :] == proof.data:
         action, new_data = "unchanged", None
-    elif not replace:
-        kind = trailer_label(trailer)
-        article = "an" if kind[0] in "aeiou" else "a"
-        malformed = "" if trailer.module_size > 0 else " malformed"
+    elif not trailer.fits and (replace or stack):
         raise InputError(
             module,
-            f"already carries {article}{malformed} {kind} trailer; use --replace",
+            f"carries a malformed {trailer.label} trailer (sig_len {trailer.sig_len} "
+            f"does not fit); cannot {'remove' if replace else 'stack on'} it",
         )
-    elif trailer.module_size <= 0:
-        raise InputError(
-            module,
-            f"carries a malformed {trailer_label(trailer)} trailer (sig_len {trailer.sig_len} "
-            "does not fit); cannot remove it",
-        )
-    else:
-        replaced = trailer_label(trailer)
+    elif replace:
         action, new_data = "replaced", data[: trailer.module_size] + proof.data
+    elif stack:
+        action, new_data = "stacked", data + proof.data
+    elif kernel is not None and trailer.kind == "pkcs7" and trailer.fits:
+        action, new_data = _stack_or_replace(module, data, trailer, proof, kernel)
+        chosen = True
+    else:
+        raise _refuse_existing(module, trailer)
+    if trailer is not None and action != "unchanged":
+        previous = trailer.label
     verdict = None
-    if root is not None:
-        verdict = _check_kernel(module, new_data if new_data is not None else data, root)
+    if kernel is not None:
+        verdict = _check_kernel(module, new_data if new_data is not None else data, kernel)
     result = AppendResult(
         module=module,
         proof=proof.path,
@@ -268,8 +348,10 @@ def plan_append(
         codec=content.codec.label,
         position=proof.position,
         levels=proof.levels,
-        replaced_kind=replaced,
+        replaced_kind=previous if action == "replaced" else None,
         verdict=verdict,
+        stacked_on=previous if action == "stacked" else None,
+        chosen_by_kernel=chosen,
     )
     return _Planned(content, new_data, result)
 
@@ -286,22 +368,27 @@ def append_proof(
     proof: str | os.PathLike[str],
     *,
     replace: bool = False,
-    kernel: str | os.PathLike[str] | ModuleHashesRoot | None = None,
+    stack: bool = False,
+    kernel: str | os.PathLike[str] | ModuleHashesRoot | KernelModel | None = None,
     strip_check: Callable[[], None] | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
 ) -> AppendResult:
     """Append the Merkle proof file ``proof`` to ``module`` (``cat proof >> module``, safely).
 
-    ``kernel`` (a vmlinux path or a decoded root) makes the result be checked
-    as the kernel would check it before anything is written; a rejection is
-    a :class:`MismatchError` and leaves the module untouched. ``strip_check``
-    (e.g. a :class:`StripCheck`) runs first of all.
+    ``kernel`` (a vmlinux path, a decoded root or a kernel model) makes the
+    result be checked as ``vmpatch verify`` would judge it before anything is
+    written; a rejection is a :class:`MismatchError` and leaves the module
+    untouched. ``replace`` and ``stack`` say what to do with an existing
+    trailer (see :func:`plan_append`). ``strip_check`` (e.g. a
+    :class:`StripCheck`) runs first of all.
     """
     if strip_check is not None:
         strip_check()
     parsed = read_proof_file(Path(proof))
-    root = resolve_root(kernel)
-    planned = plan_append(Path(module), parsed, replace=replace, root=root, max_size=max_size)
+    model = resolve_kernel(kernel)
+    planned = plan_append(
+        Path(module), parsed, replace=replace, stack=stack, root=model, max_size=max_size
+    )
     write_planned(planned)
     return planned.result
 
@@ -311,10 +398,10 @@ def append_proof(
 
 
 def _removable(module: Path, trailer: Trailer) -> None:
-    if trailer.module_size <= 0:
+    if not trailer.fits:
         raise InputError(
             module,
-            f"ends with a malformed {trailer_label(trailer)} trailer (sig_len {trailer.sig_len} "
+            f"ends with a malformed {trailer.label} trailer (sig_len {trailer.sig_len} "
             "does not fit); cannot tell where the module ends",
         )
 
@@ -340,7 +427,7 @@ def strip_proof(
     removed: list[str] = []
     while (trailer := find_trailer(data)) is not None:
         _removable(path, trailer)
-        removed.append(trailer_label(trailer))
+        removed.append(trailer.label)
         data = data[: trailer.module_size]
         if not all_trailers:
             break

@@ -19,7 +19,7 @@ from typing import Any
 
 from vmpatch.errors import InputError, SystemFailure, ToolError
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
-from vmpatch.records.trailer import find_trailer
+from vmpatch.records.trailer import count_trailers, find_trailer
 
 __all__ = ["MODINFO_FIELDS", "ModuleReport", "module_report"]
 
@@ -140,16 +140,6 @@ class ModuleReport:
         return rows
 
 
-def _count_trailers(data: bytes) -> int:
-    count = 0
-    while (trailer := find_trailer(data)) is not None:
-        count += 1
-        if trailer.module_size <= 0:
-            break
-        data = data[: trailer.module_size]
-    return count
-
-
 def module_report(
     path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_DECOMPRESSED
 ) -> ModuleReport:
@@ -169,8 +159,8 @@ def module_report(
     if trailer is None:
         kind, module_size = "none", len(data)
     else:
-        kind = trailer.kind if trailer.kind != "unknown" else f"unknown type {trailer.id_type}"
-        fits = trailer.module_size > 0
+        kind = trailer.label
+        fits = trailer.fits
         module_size = trailer.module_size if fits else len(data)
         details.update(sig_len=trailer.sig_len, well_formed=trailer.well_formed)
         if not fits:
@@ -201,7 +191,7 @@ def module_report(
         content_size=len(data),
         module_size=module_size,
         trailer=kind,
-        trailers=_count_trailers(data),
+        trailers=count_trailers(data),
         modinfo={key: tuple(values) for key, values in modinfo.items()},
         notes=tuple(notes),
         **details,

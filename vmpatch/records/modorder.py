@@ -117,10 +117,11 @@ def read_modules_order(
     try:
         with open_input(order_file) as stream:
             data = stream.read()
-    except FileNotFoundError as err:
-        raise InputError(order_file, "no such file (is this a kernel build tree?)") from err
-    except OSError as err:
-        raise SystemFailure.from_oserror(order_file, err, "read") from err
+    except OSError as err:  # missing: the input's fault (exit 2); unreadable: the system's
+        failure = SystemFailure.from_oserror(order_file, err, "read")
+        if isinstance(err, FileNotFoundError):
+            failure.hint = "is this a kernel build tree?"
+        raise failure from err
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -103,10 +103,15 @@ def _unquote_kconfig(value: str) -> str | None:
     return "".join(out)
 
 
-def auto_conf_install_strip(build_dir: str | os.PathLike[str]) -> str | None:
+def auto_conf_install_strip(
+    build_dir: str | os.PathLike[str], *, missing_ok: bool = False
+) -> str | None:
     """CONFIG_MODULE_INSTALL_STRIP as recorded in ``include/config/auto.conf``.
 
-    ``None`` when the line is absent: the kernel has no such record (a
+    A missing auto.conf (an unconfigured tree, or not a kbuild tree at all)
+    is an :class:`InputError`, or ``None`` with ``missing_ok``: the one way
+    every caller reads "kbuild's record, if there is one".
+    ``None`` also when the line is absent: the kernel has no such record (a
     kernel without the series, or MODULES=n). Since Linux 5.18 (commit
     129ab0d2d9f3) kconfig writes string values *unquoted* in auto.conf so
     make can use them directly, and the series relies on that
@@ -118,7 +123,9 @@ def auto_conf_install_strip(build_dir: str | os.PathLike[str]) -> str | None:
     path = Path(build_dir) / "include" / "config" / "auto.conf"
     try:
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        if missing_ok:
+            return None
         raise InputError(
             path, "missing: the build tree is not configured", hint="run make first"
         ) from None

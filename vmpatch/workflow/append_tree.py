@@ -20,7 +20,7 @@ from vmpatch.ko.proof import (
     Proof,
     plan_append,
     read_proof_file,
-    resolve_root,
+    resolve_kernel,
     write_planned,
 )
 from vmpatch.workflow.installed import installed_module
@@ -37,6 +37,7 @@ def append_tree(
     dest: str | os.PathLike[str] | None = None,
     suffix: str | None = None,
     replace: bool = False,
+    stack: bool = False,
     kernel: str | os.PathLike[str] | ModuleHashesRoot | None = None,
     strip_check: Callable[[], None] | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
@@ -48,14 +49,21 @@ def append_tree(
     Every proof and module is read and checked (and, with ``kernel``,
     verified) before the first write, so a refusal changes nothing. The
     second pass re-reads each module rather than holding a whole kernel's
-    modules in memory.
+    modules in memory. ``replace``/``stack`` apply to every module as in
+    :func:`vmpatch.ko.proof.plan_append`.
+
+    With ``dest``, the build tree's modules are the ones that were hashed,
+    so one that ends with a trailer is refused as ``vmpatch tree`` refuses it
+    (the proofs would be over post-processed bytes). Without ``dest`` they are
+    the targets, and a trailer there is the append's own business (an
+    identical proof: unchanged).
     """
     from vmpatch.workflow.tree import plan_tree
 
     if strip_check is not None:
         strip_check()
-    plan = plan_tree(build_dir, suffix=suffix)
-    root = resolve_root(kernel)
+    plan = plan_tree(build_dir, suffix=suffix, refuse_trailers=dest is not None)
+    root = resolve_kernel(kernel)
     jobs: list[tuple[Path, Proof]] = []
     for planned in plan.modules:
         target = (
@@ -72,10 +80,12 @@ def append_tree(
             )
         jobs.append((target, proof))
     for target, proof in jobs:  # validate everything first
-        plan_append(target, proof, replace=replace, root=root, max_size=max_size)
+        plan_append(target, proof, replace=replace, stack=stack, root=root, max_size=max_size)
     results = []
     for target, proof in jobs:
-        ready = plan_append(target, proof, replace=replace, root=root, max_size=max_size)
+        ready = plan_append(
+            target, proof, replace=replace, stack=stack, root=root, max_size=max_size
+        )
         write_planned(ready)
         results.append(ready.result)
     return results

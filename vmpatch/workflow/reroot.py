@@ -360,7 +360,7 @@ def _recompress(data: bytes, codec: Codec, compressor: str) -> bytes:
 
 
 def _kernel_model(path: Path) -> object:
-    from vmpatch.workflow.verify import kernel_model
+    from vmpatch.elf.kernel import kernel_model
 
     return kernel_model(path)
 
@@ -625,6 +625,7 @@ def _apply_installed(
     staged: list[StagedWrite] = []
     guard = Lock()
     done = [0]
+    cancelled = False
 
     def stage(i: int) -> None:
         p, trailer = rewrite[i]
@@ -641,11 +642,14 @@ def _apply_installed(
             follow_links=not _links_out(directory, p.path),  # only with --replace-links
         )
         with guard:
+            if cancelled:  # the run stopped while this file was being staged
+                write.abort()
+                return
             staged.append(write)
             report.dropped_xattrs.extend(f"{p.relpath}: {name}" for name in dropped)
             done[0] += 1
-            if progress is not None:
-                progress("rewriting modules", done[0], len(rewrite))
+        if progress is not None:
+            progress("rewriting modules", done[0], len(rewrite))
 
     try:
         _in_parallel(stage, len(rewrite), options.workers)
@@ -658,7 +662,13 @@ def _apply_installed(
         for directory in sorted(directories):
             fsync_dir(directory)
     finally:
-        for write in staged:
+        # A signal can land while a worker thread is being started, and such a
+        # thread is not among those the pool waits for: it aborts its own
+        # file when it sees the flag (the interpreter joins it before exit).
+        with guard:
+            cancelled = True
+            leftover = list(staged)
+        for write in leftover:
             write.abort()
     report.dropped_xattrs.sort()
 
@@ -670,25 +680,13 @@ def _reroot_kbuild(
     progress: Callable[[str, int, int], None] | None,
 ) -> RerootReport:
     """``.merkle`` files and the patched vmlinux; the ``.ko`` files are never touched."""
-    from vmpatch.records.trailer import MARKER
     from vmpatch.workflow.tree import build_tree, plan_tree
 
     if options.extra:
         raise UsageError(
             None, "--extra is for install trees: a kbuild tree's modules.order is the tree"
         )
-    plan = plan_tree(directory, suffix=options.suffix)
-    for module in plan.modules:
-        with open_input(module.module) as stream:
-            size = os.fstat(stream.fileno()).st_size
-            stream.seek(max(0, size - len(MARKER)))
-            if size > len(MARKER) and stream.read() == MARKER:
-                raise InputError(
-                    module.module,
-                    "already ends with a trailer (proof or signature): make modules_install "
-                    "would append a second one",
-                    hint=f"clean it with vmpatch ko strip-proof --all {module.module}",
-                )
+    plan = plan_tree(directory, suffix=options.suffix)  # refuses modules with trailers
     tree = build_tree(plan, workers=options.workers)
     root = tree.root
     kernel_plans, kernel_outcomes = _plan_kernels(kernels, root, directory, options)

@@ -66,10 +66,7 @@ def check_strip_consistency(
 
     build_dir = Path(build_dir)
     now = install_mod_strip or ""
-    try:
-        kbuild_value = auto_conf_install_strip(build_dir)
-    except InputError:  # no auto.conf: not a configured kbuild tree
-        kbuild_value = None
+    kbuild_value = auto_conf_install_strip(build_dir, missing_ok=True)
     record = read_record(build_dir)
     if kbuild_value is None and record is None:
         raise InputError(
@@ -156,17 +153,14 @@ def make_stripped_tree(
     from vmpatch.workflow.tree import plan_tree
 
     build_dir = Path(build_dir)
-    try:
-        kbuild_value = auto_conf_install_strip(build_dir)
-    except InputError:
-        kbuild_value = None
+    kbuild_value = auto_conf_install_strip(build_dir, missing_ok=True)
     if kbuild_value is not None and kbuild_value != (install_mod_strip or ""):
         raise MismatchError(
             build_dir,
             f"INSTALL_MOD_STRIP is {_shown(install_mod_strip)} now but {_shown(kbuild_value)} "
             "in include/config/auto.conf",
         )
-    plan = plan_tree(build_dir, suffix=".ko")
+    plan = plan_tree(build_dir, suffix=".ko", refuse_trailers=False)
     record = probe_program(install_mod_strip or None, program) if kbuild_value is None else None
     made = make_stripped([m.module for m in plan.modules], install_mod_strip, program, echo=echo)
     written = write_record(build_dir, record) if record is not None else None

@@ -12,15 +12,17 @@ it was.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmpatch.errors import InputError, UsageError
+from vmpatch.errors import InputError, SystemFailure, UsageError
 from vmpatch.fs.atomic import atomic_write
 from vmpatch.merkle import MerkleTree, hash_leaves
 from vmpatch.records.modorder import OrderEntry, read_modules_order
 from vmpatch.records.root import ByteOrder, ModuleHashesRoot
+from vmpatch.records.trailer import MARKER, TRAILER_END_SIZE, signature_info, type_label
 
 __all__ = [
     "PROOF_SUFFIX",
@@ -35,8 +37,6 @@ __all__ = [
 
 PROOF_SUFFIX = ".merkle"
 PLAIN_SUFFIX = ".ko"
-#: vmpatch.records.striprecord.RECORD_NAME, repeated so that plain trees skip importing it.
-STRIP_RECORD = "vmpatch-strip.json"
 STRIPPED_SUFFIX = ".ko.stripped"
 
 
@@ -47,20 +47,14 @@ def default_suffix(build_dir: Path) -> str:
     include/config/auto.conf (patch 14) and then hashes ``%.ko.stripped``;
     outside kbuild, ``vmpatch ko strip --tree`` leaves its own record.
     """
-    kbuild_value = None
-    if (build_dir / "include" / "config" / "auto.conf").is_file():
-        from vmpatch.records.striprecord import auto_conf_install_strip
+    from vmpatch.records.striprecord import auto_conf_install_strip, read_record
 
-        kbuild_value = auto_conf_install_strip(build_dir)  # None: no such line
+    kbuild_value = auto_conf_install_strip(build_dir, missing_ok=True)  # None: no record
     if kbuild_value is not None:
         stripped = bool(kbuild_value)
-    elif (build_dir / STRIP_RECORD).is_file():
-        from vmpatch.records.striprecord import read_record
-
-        record = read_record(build_dir)
-        stripped = record is not None and bool(record.install_mod_strip)
     else:
-        stripped = False
+        record = read_record(build_dir)  # None: no such file
+        stripped = record is not None and bool(record.install_mod_strip)
     return STRIPPED_SUFFIX if stripped else PLAIN_SUFFIX
 
 
@@ -93,13 +87,66 @@ class TreePlan:
     modules: tuple[PlannedModule, ...]
 
 
+def _module_tail(name: str) -> bytes | None:
+    """The last bytes of module file ``name`` (a trailer's fixed end), None if not a file.
+
+    One open, fstat and pread per module: planning a 4000-module tree costs
+    about what the existence check alone did (scripts/bench-tree).
+    """
+    try:  # O_NONBLOCK: a FIFO named by modules.order must not hang the planning
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise SystemFailure.from_oserror(name, err, "read module") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        start = max(0, info.st_size - TRAILER_END_SIZE)
+        return os.pread(fd, info.st_size - start, start)
+    except OSError as err:
+        raise SystemFailure.from_oserror(name, err, "read module") from None
+    finally:
+        os.close(fd)
+
+
+def _refuse_post_processed(module: str, tail: bytes) -> InputError:
+    """A build-tree module that ends with a trailer: something appended to it after kbuild.
+
+    kbuild's generator hashes modules as the build made them, and
+    ``modules_install`` appends each proof to a fresh copy (docs/format.md
+    section 6); a trailer in the build tree means an earlier append (or a
+    signing step) ran there, and hashing it would root a tree that fits no
+    installed module.
+    """
+    info = signature_info(tail)
+    kind = type_label(info.id_type) if info is not None else "malformed"
+    what = {"merkle": " (a proof)", "pkcs7": " (a signature)"}.get(kind, "")
+    return InputError(
+        module,
+        f"already ends with a {kind} trailer{what}: something post-processed this build "
+        "tree, and its hash would fit no module kbuild installs; remove the trailers first "
+        "with `vmpatch ko strip-proof --all`",
+        hint="to re-root an installed tree instead, use `vmpatch reroot`",
+    )
+
+
 def plan_tree(
     build_dir: str | os.PathLike[str],
     *,
     order_file: str | os.PathLike[str] | None = None,
     suffix: str | None = None,
+    refuse_trailers: bool = True,
 ) -> TreePlan:
-    """Read modules.order and check that every module it names exists."""
+    """Read modules.order and check that every module it names exists.
+
+    With ``refuse_trailers`` (what hashing needs: ``tree``, ``patch
+    --from-tree``, ``ko append-tree --dest``) a module that already ends with
+    a trailer is refused before anything is hashed or written (only its
+    last 40 bytes are read here). ``verify`` and in-place appends, which
+    expect proofs on the modules, pass False.
+    """
     build_dir = Path(build_dir)
     order = Path(order_file) if order_file is not None else build_dir / "modules.order"
     if not build_dir.is_dir():
@@ -111,7 +158,14 @@ def plan_tree(
     base = os.fspath(build_dir)
     for entry in read_modules_order(order):
         module_name = f"{base}/{entry.stem}{suffix}"
-        if not os.path.isfile(module_name):
+        if refuse_trailers:
+            tail = _module_tail(module_name)
+            if tail is not None and tail.endswith(MARKER):
+                raise _refuse_post_processed(module_name, tail)
+            exists = tail is not None
+        else:
+            exists = os.path.isfile(module_name)
+        if not exists:
             module = Path(module_name)
             raise InputError(
                 order,

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``vmpatch verify``: judge module files against a vmlinux, as the kernel will.
 
-Builds the :class:`~vmpatch.verdict.KernelModel` from the image (its root, and
-whether it can check PKCS#7 signatures at all) and runs
+Builds the :class:`~vmpatch.verdict.KernelModel` from the image with
+:func:`vmpatch.elf.kernel.kernel_model` (the same model every checked append
+uses) and runs
 :func:`~vmpatch.verdict.kernel_verdict` over each module's kernel-visible bytes
 (decompressed for ``.ko.gz``/``.ko.xz``/``.ko.zst``).
 """
@@ -15,41 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmpatch.elf.reader import open_elf
-from vmpatch.elf.vmlinux import SECTION_NAME, locate_in, root_of
+from vmpatch.elf.kernel import kernel_model
 from vmpatch.errors import UsageError
-from vmpatch.records.root import ModuleHashesRoot
-from vmpatch.verdict import KernelModel, Pkcs7Support, Verdict, kernel_verdict
+from vmpatch.verdict import KernelModel, Verdict, kernel_verdict
 
 __all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
-
-#: A symbol only a kernel with CONFIG_MODULE_SIG links (kernel/module/signing.c).
-#: Not verify_pkcs7_signature: SYSTEM_DATA_VERIFICATION brings it without MODULE_SIG.
-_MODULE_SIG_SYMBOLS = ("module_sig_check",)
 
 
 @dataclass(frozen=True)
 class FileVerdict:
     path: Path
     verdict: Verdict
-
-
-def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
-    """The root of ``vmlinux`` and whether it has module signing.
-
-    An image without ``.module_hashes`` is a kernel without MODULE_HASHES:
-    it still has a verdict for every module (a Merkle proof is ENOPKG there).
-    """
-    with open_elf(vmlinux) as reader:  # one open: root and symbols from the same file
-        has_hashes = reader.section(SECTION_NAME) is not None
-        root = root_of(locate_in(reader)) if has_hashes else ModuleHashesRoot.placeholder()
-        if reader.section(".symtab") is None:
-            pkcs7 = Pkcs7Support.UNKNOWN
-        elif any(reader.find_symbols(name) for name in _MODULE_SIG_SYMBOLS):
-            pkcs7 = Pkcs7Support.YES
-        else:
-            pkcs7 = Pkcs7Support.NO
-    return KernelModel(root=root, merkle=has_hashes, pkcs7=pkcs7)
 
 
 def modules_of_build_dir(
@@ -71,7 +48,7 @@ def modules_of_build_dir(
         return [path for _entry, path in installed_modules(build_dir)]
     from vmpatch.workflow.tree import plan_tree
 
-    plan = plan_tree(build_dir, suffix=suffix)
+    plan = plan_tree(build_dir, suffix=suffix, refuse_trailers=False)  # proofs expected
     return [m.module for m in plan.modules]
 
 

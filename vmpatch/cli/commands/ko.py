@@ -32,6 +32,13 @@ ko_app = typer.Typer(
 ReplaceOption = Annotated[
     bool, typer.Option("--replace", help="Replace an existing trailer (one level only).")
 ]
+StackOption = Annotated[
+    bool,
+    typer.Option(
+        "--stack",
+        help="Append on top of an existing trailer (a signature the tree was hashed with).",
+    ),
+]
 KernelOption = Annotated[
     Path | None,
     typer.Option("--kernel", help="Check the result against this vmlinux's root before writing."),
@@ -66,7 +73,10 @@ def _append_rows(results: Sequence[Any]) -> list[list[str]]:
     return [
         [
             str(r.module),
-            r.action + (f" ({r.replaced_kind})" if r.replaced_kind else ""),
+            r.action
+            + (f" ({r.replaced_kind})" if r.replaced_kind else "")
+            + (f" (on {r.stacked_on})" if r.stacked_on else "")
+            + (" (chosen by the kernel check)" if r.chosen_by_kernel else ""),
             str(r.position),
             str(r.levels),
             r.codec,
@@ -84,6 +94,7 @@ def append(
     module: Annotated[Path, typer.Argument(help="The module: .ko, .ko.gz, .ko.xz or .ko.zst.")],
     proof: Annotated[Path, typer.Argument(help="Its .merkle proof file.")],
     replace: ReplaceOption = False,
+    stack: StackOption = False,
     kernel: KernelOption = None,
     install_mod_strip: InstallModStripNowOption = None,
     build_dir: Annotated[
@@ -103,6 +114,7 @@ def append(
         module,
         proof,
         replace=replace,
+        stack=stack,
         kernel=kernel,
         strip_check=check,
         max_size=max_decompressed,
@@ -136,6 +148,7 @@ def append_tree(
         str | None, typer.Option(help="Module suffix in the build tree (.ko or .ko.stripped).")
     ] = None,
     replace: ReplaceOption = False,
+    stack: StackOption = False,
     kernel: KernelOption = None,
     install_mod_strip: InstallModStripNowOption = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
@@ -151,6 +164,7 @@ def append_tree(
         dest=dest,
         suffix=suffix,
         replace=replace,
+        stack=stack,
         kernel=kernel,
         strip_check=check,
         max_size=max_decompressed,
