@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmpatch.errors import InputError, UsageError
+from vmpatch.errors import InputError, SystemFailure, UsageError
 from vmpatch.fs.atomic import atomic_write
 from vmpatch.merkle import MerkleTree, hash_leaves
 from vmpatch.records.modorder import OrderEntry, read_modules_order
@@ -102,7 +102,11 @@ def plan_tree(
     """Read modules.order and check that every module it names exists."""
     build_dir = Path(build_dir)
     order = Path(order_file) if order_file is not None else build_dir / "modules.order"
-    if not build_dir.is_dir():
+    try:
+        is_dir = build_dir.is_dir()
+    except OSError as err:  # a directory on the way we may not search
+        raise SystemFailure.from_oserror(build_dir, err, "read") from err
+    if not is_dir:
         raise InputError(build_dir, "not a directory")
     suffix = suffix or default_suffix(build_dir)
     if not suffix.startswith("."):
