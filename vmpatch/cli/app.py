@@ -35,11 +35,11 @@ _state = {"debug": False}
 
 
 class Command(TyperCommand):
-    """A command whose usage line reads ``FILE...``, not typer's ``{FILE...}``.
+    """Every vmpatch command: plain usage lines, and failures left to :func:`main`.
 
-    typer marks required arguments with braces, which in a usage line
-    conventionally mean "one of"; the metavars (FILE..., MODULE PROOF) and
-    the brackets of optional ones already say what is needed.
+    typer marks required arguments with braces (``{FILE...}``), which in a
+    usage line conventionally mean "one of"; the metavars (FILE..., MODULE
+    PROOF) and the brackets of optional ones already say what is needed.
     """
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
