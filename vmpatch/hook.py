@@ -7,13 +7,14 @@ stdlib-only parts of vmpatch, never typer, rich or pyelftools (those load
 only with ``--kernel``, which needs to read the vmlinux). It is quiet on
 success, and on failure prints one line ``vmpatch-ko-append: <error>`` on
 stderr and exits with the error's code (see :mod:`vmpatch.errors`), so make
-stops with a message a human can act on.
+stops with a message a human can act on. The message and the code come from
+:func:`vmpatch.errors.describe`, the mapping the ``vmpatch`` CLI uses too.
 
 Usage::
 
     vmpatch-ko-append [--replace | --stack] [--kernel VMLINUX]
                       [--install-mod-strip VALUE --build-dir DIR [--strip-program P]]
-                      [--max-decompressed BYTES] MODULE PROOF
+                      [--max-decompressed SIZE] [--debug] MODULE PROOF
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ __all__ = ["main"]
 
 PROG = "vmpatch-ko-append"
 
+#: The settings library errors name, as this interface spells them (errors.ToolError).
+HOOK_OPTIONS = {"STRIP": "--strip-program"}
+
 
 class _ArgumentError(Exception):
     pass
@@ -35,11 +39,14 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(message)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+def _size(text: str) -> int:
+    """``--max-decompressed`` as the CLI takes it: 4096, 1k, 256M (vmpatch.sizes)."""
+    from vmpatch.sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parser() -> _Parser:
@@ -76,25 +83,41 @@ def _parser() -> _Parser:
     )
     parser.add_argument(
         "--max-decompressed",
-        metavar="BYTES",
-        type=_positive,
+        metavar="SIZE",
+        type=_size,
         default=None,
-        help="refuse compressed modules larger than this when decompressed (256 MiB)",
+        help="refuse compressed modules larger than this when decompressed "
+        "(bytes, or with K, M, G; default 256M)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback with errors (for bug reports)"
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the hook; returns (and exits with) 0 or the error's exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except _ArgumentError as err:
-        return _fail(str(err), 2)
-    if (args.install_mod_strip is None) != (args.build_dir is None):
-        return _fail("--install-mod-strip and --build-dir go together", 2)
+    from vmpatch.errors import EXIT_INPUT, terminate_on_sigterm
 
-    from vmpatch.errors import VmpatchError
+    terminate_on_sigterm()
+    parser = _parser()
+    args_list = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser.parse_args(args_list)
+    except _ArgumentError as err:
+        return _fail(f"{err} (hint: see {PROG} --help)", EXIT_INPUT)
+    if (args.install_mod_strip is None) != (args.build_dir is None):
+        return _fail("--install-mod-strip and --build-dir go together", EXIT_INPUT)
+    try:
+        _append(args)
+    except BaseException as err:  # every failure gets its line and code
+        if isinstance(err, SystemExit):
+            raise
+        return _report(err, debug=args.debug)
+    return 0
+
+
+def _append(args: argparse.Namespace) -> None:
     from vmpatch.ko.proof import append_proof
 
     check = None
@@ -105,29 +128,34 @@ def main(argv: list[str] | None = None) -> int:
 
         check = StripCheck(Path(args.build_dir), args.install_mod_strip, args.strip_program)
     limit = {} if args.max_decompressed is None else {"max_size": args.max_decompressed}
-    try:
-        append_proof(
-            args.module,
-            args.proof,
-            replace=args.replace,
-            stack=args.stack,
-            kernel=args.kernel,
-            strip_check=check,
-            **limit,
-        )
-    except VmpatchError as err:
-        return _fail(str(err), err.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except OSError as err:
-        return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), 3)
-    except Exception as err:  # a bug: still one line, never a traceback in make's output
-        return _fail(f"internal error: {type(err).__name__}: {err} (please report)", 70)
-    return 0
+    append_proof(
+        args.module,
+        args.proof,
+        replace=args.replace,
+        stack=args.stack,
+        kernel=args.kernel,
+        strip_check=check,
+        **limit,
+    )
+
+
+def _report(err: BaseException, *, debug: bool) -> int:
+    """One line, never a traceback in make's output unless --debug asks for it."""
+    from vmpatch.errors import describe
+
+    failure = describe(err, options=HOOK_OPTIONS)
+    if failure.silent:
+        return failure.exit_code
+    if debug:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    return _fail(failure.line(), failure.exit_code)
 
 
 def _fail(message: str, code: int) -> int:
     sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
     return code
 
 

@@ -3,8 +3,9 @@
 
 Each command parses its options, calls one library function, and hands the
 result to :mod:`vmpatch.cli.output`. Errors travel as
-:class:`vmpatch.errors.VmpatchError` to :func:`main`, the one place that turns
-them into a one-line message and an exit code.
+:class:`vmpatch.errors.VmpatchError` to :func:`main`, which prints the one
+line and exits with the code :func:`vmpatch.errors.describe` gives them, the
+mapping the hook uses too.
 """
 
 from vmpatch.cli.app import app, main

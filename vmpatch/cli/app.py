@@ -6,12 +6,21 @@ from __future__ import annotations
 import sys
 import traceback
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand
 
 from vmpatch import FORMAT_VERSION, __version__
-from vmpatch.errors import EXIT_INPUT, EXIT_INTERRUPTED, VmpatchError
+from vmpatch.errors import (
+    EXIT_BUG,
+    EXIT_INPUT,
+    EXIT_OUTPUT_CLOSED,
+    describe,
+    terminate_on_sigterm,
+)
+
+__all__ = ["EXIT_BUG", "EXIT_OUTPUT_CLOSED", "Command", "app", "main"]
 
 app = typer.Typer(
     name="vmpatch",
@@ -24,10 +33,52 @@ app = typer.Typer(
 
 _state = {"debug": False}
 
-#: Internal bug (EX_SOFTWARE): not part of the user-facing contract.
-EXIT_BUG = 70
-#: stdout closed by its reader: what a shell reports for a SIGPIPE death (128 + 13).
-EXIT_OUTPUT_CLOSED = 141
+
+class Command(TyperCommand):
+    """Every vmpatch command: plain usage lines, and failures left to :func:`main`.
+
+    typer marks required arguments with braces (``{FILE...}``), which in a
+    usage line conventionally mean "one of"; the metavars (FILE..., MODULE
+    PROOF) and the brackets of optional ones already say what is needed.
+    """
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [_unbraced(piece) for piece in super().collect_usage_pieces(ctx)]
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Parse; a usage error knows its command, so its hint names that command's help."""
+        try:
+            return list(super().parse_args(ctx, args))
+        except Exception as err:
+            if hasattr(err, "ctx") and err.ctx is None:  # click's parser leaves some without
+                err.ctx = ctx
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; its failures reach :func:`main` untouched by click.
+
+        click would turn Ctrl-C into a silent ``Exit(130)`` and a broken pipe
+        into exit 1 ("mismatch" in this contract) before :func:`main` saw
+        them; carried past it, they get the same line and code as in the hook.
+        """
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, OSError) as err:
+            raise _Escaped(err) from err
+
+
+class _Escaped(BaseException):
+    """A command's failure, carried past click's own handling to :func:`main`."""
+
+    def __init__(self, err: BaseException) -> None:
+        super().__init__(err)
+        self.err = err
+
+
+def _unbraced(piece: str) -> str:
+    if piece.startswith("{") and piece.endswith("}") and "{" not in piece[1:-1]:
+        return piece[1:-1]
+    return piece
 
 
 def _version(value: bool) -> None:
@@ -68,41 +119,56 @@ def _click_exceptions() -> ModuleType:
         return importlib.import_module("click.exceptions")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app and map every failure to its exit code."""
-    from vmpatch.cli.output import OutputClosed
+#: The settings library errors name, as this interface spells them (errors.ToolError).
+CLI_OPTIONS = {"STRIP": "--strip-program"}
 
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app and map every failure to its exit code.
+
+    Click's own usage errors stay click's (exit 2, with the failing command's
+    help named in the hint); everything else goes through
+    :func:`vmpatch.errors.describe`, the mapping the hook uses too.
+    """
     click = _click_exceptions()
+    terminate_on_sigterm()
     _register_commands()
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
         result = app(args=args, prog_name="vmpatch", standalone_mode=False)
-    except VmpatchError as err:
-        _report(err, err.hint)
-        sys.exit(err.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.exit(EXIT_INTERRUPTED)
-    except OutputClosed:
-        sys.exit(EXIT_OUTPUT_CLOSED)
+    except typer.Abort as err:  # click's word for Ctrl-C (or EOF) at a prompt
+        _fail(KeyboardInterrupt(), cause=err)
     except click.ClickException as err:
         if type(err).__name__ == "NoArgsIsHelpError":  # bare `vmpatch`: the help, as click does
             print(err.format_message(), file=sys.stderr)
         else:
             from vmpatch.cli.output import error_line
 
-            error_line(err.format_message(), "see vmpatch --help")
+            error_line(err.format_message(), f"see {_command_path(err)} --help")
         sys.exit(EXIT_INPUT)
-    except Exception as err:  # a bug: one line unless --debug
-        _report(err, "this is a bug in vmpatch; rerun with --debug and report the traceback")
-        sys.exit(EXIT_BUG)
+    except _Escaped as escaped:
+        _fail(escaped.err)
+    except BaseException as err:  # every failure gets its line and code
+        if isinstance(err, SystemExit):
+            raise
+        _fail(err)
     sys.exit(result if isinstance(result, int) else 0)
 
 
-def _report(err: BaseException, hint: str | None) -> None:
-    from vmpatch.cli.output import error_line
+def _command_path(err: Exception) -> str:
+    """``vmpatch ko append``: the command whose usage was wrong, as its help is reached."""
+    ctx = getattr(err, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    return path if isinstance(path, str) and path else "vmpatch"
 
-    if _state["debug"]:
-        traceback.print_exception(err, file=sys.stderr)
-    message = str(err) if isinstance(err, VmpatchError) else f"{type(err).__name__}: {err}"
-    error_line(message, hint)
+
+def _fail(err: BaseException, *, cause: BaseException | None = None) -> NoReturn:
+    failure = describe(err, options=CLI_OPTIONS)
+    if not failure.silent:
+        from vmpatch.cli.output import error_line
+
+        if _state["debug"]:
+            traceback.print_exception(cause or err, file=sys.stderr)
+        error_line(failure.message, failure.hint)
+    sys.exit(failure.exit_code)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from vmpatch.sizes import format_size, parse_size
+
 __all__ = ["DEFAULT_MAX_DECOMPRESSED", "JsonOption", "MaxDecompressedOption", "WorkersOption"]
 
 #: vmpatch.ko.compression.DEFAULT_MAX_DECOMPRESSED, repeated so the CLI does not import
@@ -15,13 +17,26 @@ DEFAULT_MAX_DECOMPRESSED = 256 * 1024 * 1024
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
+
+def _size(text: str | int) -> int:
+    """``--max-decompressed`` takes sizes as users write them (:mod:`vmpatch.sizes`)."""
+    if isinstance(text, int):  # the default, already a number
+        return text
+    try:
+        return parse_size(text)
+    except ValueError as err:  # typer would print the value alone, without the reason
+        raise typer.BadParameter(str(err)) from None
+
+
 MaxDecompressedOption = Annotated[
     int,
     typer.Option(
         "--max-decompressed",
-        metavar="BYTES",
-        min=1,
-        help="Refuse compressed modules larger than this when decompressed.",
+        metavar="SIZE",
+        parser=_size,
+        show_default=False,
+        help="Refuse compressed modules larger than this when decompressed: bytes, "
+        f"or with K, M, G (64M, 1G). Default {format_size(DEFAULT_MAX_DECOMPRESSED)}.",
     ),
 ]
 

@@ -19,6 +19,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from vmpatch import FORMAT_VERSION
+from vmpatch.errors import OutputClosed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,7 +43,7 @@ def stdout() -> Console:
     class _Stdout(Console):
         def on_broken_pipe(self) -> None:
             # rich >= 13.4 calls this on EPIPE and would exit 1 ("mismatch" here);
-            # hand the error to _guarded, which stops with EXIT_OUTPUT_CLOSED.
+            # hand the error to _guarded, which stops with EXIT_OUTPUT_CLOSED (141).
             self.quiet = True
             raise BrokenPipeError(errno.EPIPE, "stdout closed by its reader")
 
@@ -54,14 +55,6 @@ def stderr() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class OutputClosed(Exception):
-    """Whoever read stdout went away (``vmpatch ... | head``): stop quietly.
-
-    Not an OSError on purpose: click would turn a broken pipe into exit 1,
-    which in vmpatch's contract means "mismatch".
-    """
 
 
 @contextmanager

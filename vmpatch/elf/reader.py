@@ -3,7 +3,8 @@
 
 This is the one choke point where pyelftools is called for kernel images:
 its exceptions (``ELFError``, ``ELFParseError``, construct and struct errors)
-are translated here into :class:`vmpatch.errors.InputError` naming the file.
+are translated into :class:`vmpatch.errors.InputError` naming the file by
+:func:`vmpatch.elf.translate.elf_errors`, the one translator.
 
 pyelftools parses headers lazily, which keeps a 500 MB ``vmlinux.unstripped``
 cheap to open. Its per-name symbol lookup, however, decodes every symbol
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from vmpatch.elf.translate import elf_errors
 from vmpatch.errors import InputError, SystemFailure
 from vmpatch.records.root import ByteOrder
 
@@ -107,7 +109,7 @@ class ElfReader:
 
     def section(self, name: str) -> SectionInfo | None:
         """The section called ``name``, or None."""
-        with _translated(self.path):
+        with elf_errors(self.path):
             for index, sec in enumerate(self._elf.iter_sections()):
                 if sec.name == name:
                     return self._info(index, sec)
@@ -143,7 +145,10 @@ class ElfReader:
                 f"truncated or malformed: {size} bytes at offset {offset:#x} "
                 f"lie beyond the end of the file ({self.file_size:#x} bytes)",
             )
-        data = os.pread(self._stream.fileno(), size, offset)
+        try:
+            data = os.pread(self._stream.fileno(), size, offset)
+        except OSError as err:
+            raise SystemFailure.from_oserror(self.path, err, "read") from err
         if len(data) != size:
             raise InputError(self.path, f"truncated: {size} bytes at offset {offset:#x} needed")
         return data
@@ -155,7 +160,7 @@ class ElfReader:
         then entries whose ``st_name`` equals it. Far faster than decoding every
         symbol, and exact: a match must sit on an entry boundary.
         """
-        with _translated(self.path):
+        with elf_errors(self.path):
             symtab = self._elf.get_section_by_name(".symtab")
             if symtab is None:
                 return []
@@ -191,23 +196,6 @@ class ElfReader:
     @property
     def file_size(self) -> int:
         return os.fstat(self._stream.fileno()).st_size
-
-
-@contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    """Turn pyelftools' and struct's exceptions into one-line InputErrors."""
-    from elftools.common.exceptions import ELFError
-
-    try:
-        yield
-    except ELFError as err:
-        raise InputError(path, f"malformed ELF: {err}") from err
-    except (struct.error, ValueError, EOFError) as err:
-        raise InputError(path, f"truncated or malformed ELF: {err}") from err
-    except Exception as err:  # construct's StreamError and friends, without importing construct
-        if type(err).__module__.startswith(("construct", "elftools")):
-            raise InputError(path, f"truncated or malformed ELF: {err}") from err
-        raise
 
 
 # Elf32_Ehdr / Elf64_Ehdr after e_ident: the fields that say where the tables are.
@@ -266,9 +254,12 @@ def open_elf(path: str | os.PathLike[str]) -> Iterator[ElfReader]:
     except OSError as err:
         raise SystemFailure.from_oserror(path, err, "read") from err
     with stream:
-        _check_extent(path, stream)
-        stream.seek(0)
-        with _translated(path):
+        try:
+            _check_extent(path, stream)
+            stream.seek(0)
+        except OSError as err:
+            raise SystemFailure.from_oserror(path, err, "read") from err
+        with elf_errors(path):
             from elftools.elf.elffile import ELFFile
 
             elffile = ELFFile(stream)

@@ -85,22 +85,29 @@ def check_target(path: str | os.PathLike[str]) -> None:
     input problem (exit 2); a directory we may not write to is the system's.
     """
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir, parent_is_dir = path.is_dir(), path.parent.is_dir()
+    except OSError as err:  # a directory on the way we may not search
+        raise SystemFailure.from_oserror(path, err, "write") from err
+    if is_dir:
         raise InputError(path, "is a directory, not a file name")
     parent = path.parent
-    if not parent.is_dir():
+    if not parent_is_dir:
         raise InputError(path, f"cannot write: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SystemFailure(path, f"cannot write: directory {parent} is not writable")
 
 
 def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    """Make a rename in ``directory`` durable; a refusal is a :class:`SystemFailure`."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise SystemFailure.from_oserror(directory, err, "sync the directory") from err
 
 
 def copy_metadata(

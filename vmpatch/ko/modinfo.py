@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +35,13 @@ def read_modinfo(data: bytes, path: str | os.PathLike[str]) -> dict[str, list[st
     module in errors. Any ELF class and byte order is accepted; an object
     that is not ``ET_REL`` (what every ``.ko`` is) is refused.
     """
-    from elftools.common.exceptions import ELFError
-    from elftools.construct.core import ConstructError
     from elftools.elf.elffile import ELFFile
+
+    from vmpatch.elf.translate import elf_errors  # lazy: ko/ loads pyelftools only here
 
     if not data.startswith(b"\x7fELF"):
         raise InputError(path, "not an ELF file")
-    try:
+    with elf_errors(path):
         elf = ELFFile(io.BytesIO(data))
         e_type = elf["e_type"]
         if e_type != _ET_REL:
@@ -56,8 +55,6 @@ def read_modinfo(data: bytes, path: str | os.PathLike[str]) -> dict[str, list[st
         if offset + size > len(data):
             raise InputError(path, ".modinfo extends past the end of the file (truncated?)")
         raw = section.data()
-    except (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError) as err:
-        raise InputError(path, f"malformed ELF: {err}") from None
     return _parse_strings(raw)
 
 

@@ -170,6 +170,17 @@ def _parse_proof(path: Path, data: bytes) -> Proof:
         return InputError(path, f"not a valid Merkle proof: {reason}")
 
     size = len(data)
+    largest = _MIN_PROOF + _DIGEST_SIZE * MAX_LEVELS
+    if size > largest or not data.endswith(MARKER):  # whatever it is, not a proof
+        kind = _module_kind(data)
+        if kind is not None:  # MODULE and PROOF swapped, most likely
+            raise InputError(
+                path,
+                f"not a valid Merkle proof: it is {kind}",
+                hint="the module comes first, then its .merkle proof: are they swapped?",
+            )
+        if size > largest:
+            raise bad(f"more than {largest} bytes, larger than any proof")
     if size < _MIN_PROOF:
         raise bad(f"{size} bytes, shorter than the smallest proof ({_MIN_PROOF} bytes)")
     info = signature_info(data)
@@ -191,6 +202,18 @@ def _parse_proof(path: Path, data: bytes) -> Proof:
     if levels < MAX_LEVELS and position >> levels:
         raise bad(f"position {position} does not fit in a tree of {levels} levels")
     return Proof(path, data, position, levels)
+
+
+def _module_kind(data: bytes) -> str | None:
+    """What a would-be proof looks like when it is a module file instead."""
+    from vmpatch.ko.compression import Codec
+
+    if data.startswith(b"\x7fELF"):
+        return "an ELF file (a kernel module?)"
+    for codec in (Codec.GZIP, Codec.XZ, Codec.ZSTD):
+        if data.startswith(codec.magic):
+            return f"{codec.label}-compressed data (a .ko{codec.suffix} module?)"
+    return None
 
 
 def read_proof_file(path: Path) -> Proof:

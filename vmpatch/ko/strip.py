@@ -84,18 +84,25 @@ def strip_program(
 
 
 def _package_hint(program: str) -> str:
+    """Where the program comes from; the entry point adds how to name another one."""
     name = Path(program).name
     if "llvm" in name:
-        return "install it (apt-get install llvm) or pass LLVM=/STRIP= to name another strip"
+        return "install it (apt-get install llvm)"
     prefix = name[: -len("strip")] if name.endswith("strip") else ""
     package = f"binutils-{prefix.rstrip('-')}" if prefix else "binutils"
-    return f"install it (apt-get install {package}) or pass STRIP= to name another strip"
+    return f"install it (apt-get install {package})"
+
+
+def _not_found(program: str) -> ToolError:
+    return ToolError(
+        program, "strip program not found", hint=_package_hint(program), choose="STRIP"
+    )
 
 
 def _resolve(program: str) -> str:
     found = shutil.which(program)
     if found is None:
-        raise ToolError(program, "strip program not found", hint=_package_hint(program))
+        raise _not_found(program)
     return found
 
 
@@ -219,7 +226,7 @@ def _run_strip(argv: list[str], program: str) -> None:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
     except FileNotFoundError:
-        raise ToolError(program, "strip program not found", hint=_package_hint(program)) from None
+        raise _not_found(program) from None
     except OSError as err:
         raise ToolError(program, f"cannot run: {err.strerror or err}") from None
     if proc.returncode != 0:
@@ -243,7 +250,9 @@ def strip_modules(
     the same bytes as one call per file). Only when every call succeeded are
     the temporary files renamed over the destinations, so a failure leaves
     no destination half-made. Each command is passed to ``echo`` as
-    ``+ cmd`` (the temporary names included, since that is what ran).
+    ``+ cmd`` the way kbuild would run it, on the destination names: each
+    temporary copy is named by the file it becomes, never by its own
+    throw-away name.
 
     Sources that already end with the signature marker are refused before
     anything runs: stripping would silently drop the trailer.
@@ -258,9 +267,11 @@ def strip_modules(
         if options is not None and temps:
             resolved = _resolve(program)
             head = [program, *options]
+            real = {tmp: str(dst) for tmp, dst in temps}
             for argv in _batches(head, [tmp for tmp, _ in temps], _arg_budget()):
-                if echo is not None:
-                    echo(f"+ {shlex.join(argv)}")
+                if echo is not None:  # as kbuild runs it: on the real %.ko.stripped names
+                    shown = head + [real[tmp] for tmp in argv[len(head) :]]
+                    echo(f"+ {shlex.join(shown)}")
                 _run_strip([resolved, *argv[1:]], program)
         for tmp, dst in temps:  # strip rewrote them: make the content durable first
             _fsync_file(tmp, dst)

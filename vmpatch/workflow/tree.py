@@ -149,7 +149,11 @@ def plan_tree(
     """
     build_dir = Path(build_dir)
     order = Path(order_file) if order_file is not None else build_dir / "modules.order"
-    if not build_dir.is_dir():
+    try:
+        is_dir = build_dir.is_dir()
+    except OSError as err:  # a directory on the way we may not search
+        raise SystemFailure.from_oserror(build_dir, err, "read") from err
+    if not is_dir:
         raise InputError(build_dir, "not a directory")
     suffix = suffix or default_suffix(build_dir)
     if not suffix.startswith("."):

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vmpatch.cli.app import Command
 from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
 from vmpatch.cli.output import emit_json, show
 from vmpatch.errors import UsageError
@@ -41,7 +42,11 @@ StackOption = Annotated[
 ]
 KernelOption = Annotated[
     Path | None,
-    typer.Option("--kernel", help="Check the result against this vmlinux's root before writing."),
+    typer.Option(
+        "--kernel",
+        readable=False,
+        help="Check the result against this vmlinux's root before writing.",
+    ),
 ]
 InstallModStripNowOption = Annotated[
     str | None,
@@ -89,16 +94,24 @@ def _append_rows(results: Sequence[Any]) -> list[list[str]]:
 _APPEND_COLUMNS = ("module", "action", "position", "levels", "codec", "kernel")
 
 
-@ko_app.command("append")
+@ko_app.command("append", cls=Command)
 def append(
-    module: Annotated[Path, typer.Argument(help="The module: .ko, .ko.gz, .ko.xz or .ko.zst.")],
-    proof: Annotated[Path, typer.Argument(help="Its .merkle proof file.")],
+    module: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MODULE", readable=False, help="The module: .ko, .ko.gz, .ko.xz or .ko.zst."
+        ),
+    ],
+    proof: Annotated[
+        Path, typer.Argument(metavar="PROOF", readable=False, help="Its .merkle proof file.")
+    ],
     replace: ReplaceOption = False,
     stack: StackOption = False,
     kernel: KernelOption = None,
     install_mod_strip: InstallModStripNowOption = None,
     build_dir: Annotated[
-        Path | None, typer.Option(help="The build tree whose strip record to compare with.")
+        Path | None,
+        typer.Option(readable=False, help="The build tree whose strip record to compare with."),
     ] = None,
     strip_program: Annotated[
         str | None, typer.Option(help="$(STRIP) now, compared with vmpatch's strip record.")
@@ -137,12 +150,20 @@ def _strip_check(install_mod_strip: str | None, build_dir: Path | None, program:
     return StripCheck(build_dir, install_mod_strip, program)
 
 
-@ko_app.command("append-tree")
+@ko_app.command("append-tree", cls=Command)
 def append_tree(
-    build_dir: Annotated[Path, typer.Argument(help="The kernel build tree (has modules.order).")],
+    build_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="BUILD_DIR", readable=False, help="The kernel build tree (has modules.order)."
+        ),
+    ],
     dest: Annotated[
         Path | None,
-        typer.Option(help="A staged install dir: append to DEST/kernel/<path>.ko[.gz|.xz|.zst]."),
+        typer.Option(
+            readable=False,
+            help="A staged install dir: append to DEST/kernel/<path>.ko[.gz|.xz|.zst].",
+        ),
     ] = None,
     suffix: Annotated[
         str | None, typer.Option(help="Module suffix in the build tree (.ko or .ko.stripped).")
@@ -175,15 +196,22 @@ def append_tree(
         _table(f"ko append-tree {build_dir}", _APPEND_COLUMNS, _append_rows(results))
 
 
-@ko_app.command("strip-proof")
+@ko_app.command("strip-proof", cls=Command)
 def strip_proof(
-    modules: Annotated[list[Path], typer.Argument(help="Modules to take the trailer off.")],
+    modules: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="MODULE...", readable=False, help="Modules to take the trailer off."
+        ),
+    ],
     all_: Annotated[
         bool, typer.Option("--all", help="Remove stacked trailers too, until none is left.")
     ] = False,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the result here (one MODULE only)."),
+        typer.Option(
+            "--output", "-o", readable=False, help="Write the result here (one MODULE only)."
+        ),
     ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
@@ -210,14 +238,17 @@ def strip_proof(
     _table("ko strip-proof", ("module", "action", "removed", "module bytes", "written"), rows)
 
 
-@ko_app.command("strip")
+@ko_app.command("strip", cls=Command)
 def strip(
     install_mod_strip: Annotated[
         str,
         typer.Option(help="INSTALL_MOD_STRIP: '' (copy), '1' (--strip-debug) or strip options."),
     ],
     modules: Annotated[
-        list[Path] | None, typer.Argument(help="Modules (.ko) to strip into %.ko.stripped.")
+        list[Path] | None,
+        typer.Argument(
+            metavar="[MODULE...]", readable=False, help="Modules (.ko) to strip into %.ko.stripped."
+        ),
     ] = None,
     strip_program: Annotated[
         str | None, typer.Option(help="$(STRIP), as `make STRIP=...` would set it.")
@@ -225,7 +256,8 @@ def strip(
     llvm: Annotated[str | None, typer.Option(help="LLVM=1, LLVM=/prefix/ or LLVM=-suffix.")] = None,
     cross_compile: Annotated[str, typer.Option(help="CROSS_COMPILE prefix.")] = "",
     tree: Annotated[
-        Path | None, typer.Option(help="Strip every module of this build tree's modules.order.")
+        Path | None,
+        typer.Option(readable=False, help="Strip every module of this build tree's modules.order."),
     ] = None,
     json_: JsonOption = False,
 ) -> None:

@@ -3,24 +3,15 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from vmpatch.cli.app import app
+from vmpatch.cli.app import Command, app
 from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
 from vmpatch.cli.output import emit_json, plain, warn
 from vmpatch.errors import UsageError
-
-
-class _Terminated(BaseException):
-    """SIGTERM: unwind like SIGINT (staged files are removed on the way out), exit 143."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
 
 
 def _document(report: Any) -> dict[str, Any]:
@@ -59,25 +50,37 @@ def _document(report: Any) -> dict[str, Any]:
     }
 
 
-@app.command()
+@app.command(cls=Command)
 def reroot(
     directory: Annotated[
-        Path, typer.Argument(metavar="DIR", help="A kbuild tree or a staged lib/modules/KVER.")
+        Path,
+        typer.Argument(
+            metavar="DIR", readable=False, help="A kbuild tree or a staged lib/modules/KVER."
+        ),
     ],
     kernel: Annotated[
         list[Path] | None,
-        typer.Option("--kernel", metavar="VMLINUX", help="Image to patch (repeatable)."),
+        typer.Option(
+            "--kernel", metavar="VMLINUX", readable=False, help="Image to patch (repeatable)."
+        ),
     ] = None,
     layout: Annotated[
         str | None, typer.Option(help="kbuild or installed (default: told from modules.order).")
     ] = None,
     extra: Annotated[
         list[Path] | None,
-        typer.Option("--extra", metavar="PATH", help="Out-of-tree modules (files or dirs) to add."),
+        typer.Option(
+            "--extra",
+            metavar="PATH",
+            readable=False,
+            help="Out-of-tree modules (files or dirs) to add.",
+        ),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Re-root a copy here; DIR stays as it was."),
+        typer.Option(
+            "--output", "-o", readable=False, help="Re-root a copy here; DIR stays as it was."
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, write nothing.")] = False,
     keep_signatures: Annotated[
@@ -123,7 +126,6 @@ def reroot(
         workers=workers,
         max_size=max_decompressed,
     )
-    signal.signal(signal.SIGTERM, _terminate)
     bars: dict[str, Any] = {}
 
     def progress(what: str, done: int, total: int) -> None:
@@ -136,8 +138,6 @@ def reroot(
 
     try:
         report = run(directory, options, progress=progress, waiting=warn)
-    except _Terminated:
-        raise typer.Exit(128 + signal.SIGTERM) from None
     finally:
         for context, _ in bars.values():
             context.__exit__(None, None, None)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vmpatch.cli.app import app
+from vmpatch.cli.app import Command, app
 from vmpatch.cli.options import (
     DEFAULT_MAX_DECOMPRESSED,
     JsonOption,
@@ -19,24 +19,29 @@ from vmpatch.cli.output import emit_json, plain, show
 from vmpatch.errors import EXIT_MISMATCH, UsageError
 
 
-@app.command()
+@app.command(cls=Command)
 def tree(
-    build_dir: Annotated[Path, typer.Argument(help="Kernel build tree.")] = Path("."),
+    build_dir: Annotated[
+        Path, typer.Argument(metavar="[BUILD_DIR]", readable=False, help="Kernel build tree.")
+    ] = Path("."),
     order: Annotated[
-        Path | None, typer.Option(help="modules.order to read (default BUILD_DIR/modules.order).")
+        Path | None,
+        typer.Option(
+            readable=False, help="modules.order to read (default BUILD_DIR/modules.order)."
+        ),
     ] = None,
     suffix: Annotated[
         str | None,
         typer.Option(help="Module suffix (default .ko, or .ko.stripped when kbuild strips)."),
     ] = None,
     root_out: Annotated[
-        Path | None, typer.Option(help="Write the 36-byte section content here.")
+        Path | None, typer.Option(readable=False, help="Write the 36-byte section content here.")
     ] = None,
     c_out: Annotated[
-        Path | None, typer.Option(help="Write a C definition of the root here.")
+        Path | None, typer.Option(readable=False, help="Write a C definition of the root here.")
     ] = None,
     kernel: Annotated[
-        Path | None, typer.Option(help="vmlinux whose byte order --root-out uses.")
+        Path | None, typer.Option(readable=False, help="vmlinux whose byte order --root-out uses.")
     ] = None,
     byteorder: Annotated[
         str | None, typer.Option(help="little or big, when there is no vmlinux to ask.")
@@ -97,15 +102,22 @@ def tree(
     return 0
 
 
-@app.command()
+@app.command(cls=Command)
 def verify(
     modules: Annotated[
-        list[Path] | None, typer.Argument(help="Module files (.ko, .ko.gz, .ko.xz, .ko.zst).")
+        list[Path] | None,
+        typer.Argument(
+            metavar="[MODULE...]",
+            readable=False,
+            help="Module files (.ko, .ko.gz, .ko.xz, .ko.zst).",
+        ),
     ] = None,
-    kernel: Annotated[Path, typer.Option(help="The vmlinux whose root decides.")] = ...,  # type: ignore[assignment]
+    kernel: Annotated[
+        Path, typer.Option(readable=False, help="The vmlinux whose root decides.")
+    ] = ...,  # type: ignore[assignment]
     modules_dir: Annotated[
         Path | None,
-        typer.Option("--modules", help="Take the modules from DIR/modules.order."),
+        typer.Option("--modules", readable=False, help="Take the modules from DIR/modules.order."),
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="With --modules: module suffix.")] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vmpatch.cli.app import app
+from vmpatch.cli.app import Command, app
 from vmpatch.cli.options import (
     DEFAULT_MAX_DECOMPRESSED,
     JsonOption,
@@ -78,9 +78,14 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
     show(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def inspect(
-    files: Annotated[list[Path], typer.Argument(help="vmlinux, vmlinux.unstripped or modules.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...", readable=False, help="vmlinux, vmlinux.unstripped or modules."
+        ),
+    ],
     json_: JsonOption = False,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
 ) -> int:
@@ -141,22 +146,30 @@ def _root_source(
     return RootSource(root=decoded, origin="--root/--levels", force=force), "--root/--levels"
 
 
-@app.command()
+@app.command(cls=Command)
 def patch(
-    images: Annotated[list[Path], typer.Argument(help="vmlinux images to patch.")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(metavar="IMAGE...", readable=False, help="vmlinux images to patch."),
+    ],
     root_file: Annotated[
         Path | None,
-        typer.Option(help="Raw section content (kbuild's .tmp_module_hashes.bin)."),
+        typer.Option(readable=False, help="Raw section content (kbuild's .tmp_module_hashes.bin)."),
     ] = None,
     root: Annotated[str | None, typer.Option(help="Root hash, 64 hex digits.")] = None,
     levels: Annotated[int | None, typer.Option(help="Tree levels for --root.")] = None,
     from_tree: Annotated[
         Path | None,
-        typer.Option(help="Build the tree of this kbuild tree (writes .merkle files) and use it."),
+        typer.Option(
+            readable=False,
+            help="Build the tree of this kbuild tree (writes .merkle files) and use it.",
+        ),
     ] = None,
     output: Annotated[
         list[Path] | None,
-        typer.Option("--output", "-o", help="Write a patched copy here (once per image)."),
+        typer.Option(
+            "--output", "-o", readable=False, help="Write a patched copy here (once per image)."
+        ),
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="With --from-tree: module suffix.")] = None,
     no_proofs: Annotated[
