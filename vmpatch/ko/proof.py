@@ -48,6 +48,7 @@ from vmpatch.ko.compression import (
 )
 from vmpatch.records.root import MAX_LEVELS
 from vmpatch.records.trailer import (
+    MARKER,
     POSITION,
     TRAILER_END_SIZE,
     SignatureType,
@@ -170,7 +171,7 @@ def _parse_proof(path: Path, data: bytes) -> Proof:
         return InputError(path, f"not a valid Merkle proof: {reason}")
 
     size = len(data)
-    largest = _MIN_PROOF + _DIGEST_SIZE * MAX_LEVELS
+    largest = _MAX_PROOF
     if size > largest or not data.endswith(MARKER):  # whatever it is, not a proof
         kind = _module_kind(data)
         if kind is not None:  # MODULE and PROOF swapped, most likely
