@@ -30,6 +30,11 @@ EXIT_BUG = 70
 EXIT_OUTPUT_CLOSED = 141
 
 
+def debugging() -> bool:
+    """Whether ``--debug`` was given: errors a command reports and goes on from show tracebacks."""
+    return _state["debug"]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"vmpatch {__version__} (format {FORMAT_VERSION})")

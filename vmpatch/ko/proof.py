@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +45,13 @@ from vmpatch.records.trailer import MARKER, SIGNATURE_INFO, SignatureType, Trail
 
 if TYPE_CHECKING:
     from vmpatch.records.root import ModuleHashesRoot
+    from vmpatch.verdict import VerdictKind
 
 __all__ = [
+    "AppendAction",
     "AppendResult",
     "Proof",
+    "StripAction",
     "StripProofResult",
     "append_proof",
     "strip_proof",
@@ -60,6 +64,21 @@ _MIN_PROOF = _POS_SIZE + SIGNATURE_INFO.size + len(MARKER)
 
 # ---------------------------------------------------------------------------
 # Results
+
+
+class AppendAction(StrEnum):
+    """What an append did to the module."""
+
+    APPENDED = "appended"  # it had no trailer
+    REPLACED = "replaced"  # its old trailer was removed first
+    UNCHANGED = "unchanged"  # it already ended with exactly this proof
+
+
+class StripAction(StrEnum):
+    """What a strip-proof did to the module."""
+
+    STRIPPED = "stripped"
+    NO_TRAILER = "no trailer"
 
 
 @dataclass(frozen=True)
@@ -75,28 +94,28 @@ class AppendResult:
 
     module: Path
     proof: Path
-    action: str
+    action: AppendAction
     codec: str
     position: int
     levels: int
     replaced_kind: str | None = None
-    verdict: str | None = None
+    verdict: VerdictKind | None = None
 
     @property
     def changed(self) -> bool:
-        return self.action != "unchanged"
+        return self.action is not AppendAction.UNCHANGED
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "module": str(self.module),
-            "proof": str(self.proof),
-            "action": self.action,
-            "codec": self.codec,
-            "position": self.position,
-            "levels": self.levels,
-            "replaced_kind": self.replaced_kind,
-            "verdict": self.verdict,
-        }
+    @property
+    def replaced_trailer(self) -> dict[str, str] | None:
+        """The trailer object of what was replaced (its kind), or None."""
+        if self.replaced_kind is None:
+            return None
+        return {"kind": self.replaced_kind.split()[0], "label": self.replaced_kind}
+
+    #: Read by vmpatch.cli.jsonout (docs/json.md): a module file is "path" everywhere.
+    json_rename = (("module", "path"),)
+    json_skip = ("replaced_kind",)
+    json_extra = (("replaced_trailer", "replaced_trailer"), ("changed", "changed"))
 
 
 @dataclass(frozen=True)
@@ -115,18 +134,17 @@ class StripProofResult:
     module_size: int
 
     @property
-    def action(self) -> str:
-        return "stripped" if self.removed else "no trailer"
+    def action(self) -> StripAction:
+        return StripAction.STRIPPED if self.removed else StripAction.NO_TRAILER
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "module": str(self.module),
-            "written": str(self.written) if self.written is not None else None,
-            "action": self.action,
-            "codec": self.codec,
-            "removed": list(self.removed),
-            "module_size": self.module_size,
-        }
+    @property
+    def removed_trailers(self) -> list[dict[str, str]]:
+        """The trailer objects removed, last first: their kind and label."""
+        return [{"kind": label.split()[0], "label": label} for label in self.removed]
+
+    json_rename = (("module", "path"),)
+    json_skip = ("removed",)
+    json_extra = (("action", "action"), ("removed", "removed_trailers"))
 
 
 def trailer_label(trailer: Trailer) -> str:
@@ -215,7 +233,7 @@ def resolve_root(kernel: Any) -> ModuleHashesRoot | None:
     return read_root(kernel)
 
 
-def _check_kernel(module: Path, data: bytes, root: ModuleHashesRoot) -> str:
+def _check_kernel(module: Path, data: bytes, root: ModuleHashesRoot) -> VerdictKind:
     from vmpatch.verdict import KernelModel, kernel_verdict
 
     verdict = kernel_verdict(data, KernelModel(root))
@@ -238,9 +256,9 @@ def plan_append(
     trailer = find_trailer(data)
     replaced: str | None = None
     if trailer is None:
-        action, new_data = "appended", data + proof.data
+        action, new_data = AppendAction.APPENDED, data + proof.data
     elif trailer.module_size > 0 and data[trailer.module_size :] == proof.data:
-        action, new_data = "unchanged", None
+        action, new_data = AppendAction.UNCHANGED, None
     elif not replace:
         kind = trailer_label(trailer)
         article = "an" if kind[0] in "aeiou" else "a"
@@ -257,7 +275,7 @@ def plan_append(
         )
     else:
         replaced = trailer_label(trailer)
-        action, new_data = "replaced", data[: trailer.module_size] + proof.data
+        action, new_data = AppendAction.REPLACED, data[: trailer.module_size] + proof.data
     verdict = None
     if root is not None:
         verdict = _check_kernel(module, new_data if new_data is not None else data, root)
