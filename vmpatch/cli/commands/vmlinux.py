@@ -15,6 +15,7 @@ from vmpatch.errors import UsageError
 
 if TYPE_CHECKING:
     from vmpatch.elf.vmlinux import ImageReport
+    from vmpatch.workflow.patch import RootSource
 
 
 def _hex(value: int) -> str:
@@ -83,16 +84,14 @@ def inspect(
     return report.exit_code
 
 
-def _root_source(
-    root_file: Path | None, root: str | None, levels: int | None
-) -> tuple[object, str] | None:
+def _root_source(root_file: Path | None, root: str | None, levels: int | None) -> RootSource | None:
     from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
     from vmpatch.workflow.patch import RootSource, decode_root_file
 
     if root_file is not None:
         if root is not None or levels is not None:
             raise UsageError(None, "--root-file excludes --root/--levels")
-        return RootSource(raw=decode_root_file(root_file), origin=str(root_file)), str(root_file)
+        return RootSource(raw=decode_root_file(root_file), origin=str(root_file))
     if root is None and levels is None:
         return None
     if root is None or levels is None:
@@ -107,7 +106,7 @@ def _root_source(
         decoded = ModuleHashesRoot(levels, digest)
     except ValueError as err:
         raise UsageError(None, f"--levels: {err}") from err
-    return RootSource(root=decoded, origin="--root/--levels"), "--root/--levels"
+    return RootSource(root=decoded, origin="--root/--levels")
 
 
 @app.command()
@@ -136,12 +135,11 @@ def patch(
 ) -> int:
     """Write a new root into .module_hashes, in place or into --output copies."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.workflow.patch import RootSource, run_patch
+    from vmpatch.workflow.patch import run_patch
 
-    chosen = _root_source(root_file, root, levels)
-    if from_tree is not None and chosen is not None:
+    source = _root_source(root_file, root, levels)
+    if from_tree is not None and source is not None:
         raise UsageError(None, "--from-tree excludes --root-file and --root/--levels")
-    source: RootSource | None = chosen[0] if chosen is not None else None  # type: ignore[assignment]
     report = run_patch(
         images,
         source,
