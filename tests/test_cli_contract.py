@@ -232,26 +232,28 @@ def _pairs(text: str) -> Any:
 
 
 def test_inspect_json_one_file() -> None:
-    """One file gives one object: sorted keys, `format_version` and the documented fields."""
+    """One file gives one object: sorted keys, `format_version`, `schema`, a list of files."""
     result = run("inspect", "--json", VMLINUX)
     assert result.returncode == 0, result.stderr
     _assert_sorted(_pairs(result.stdout))
     document = json.loads(result.stdout)
     assert isinstance(document, dict)
     assert document["format_version"] == FORMAT_VERSION
-    assert {"levels", "root", "placeholder", "section", "symbol"} <= document.keys()
-    assert isinstance(document["levels"], int)
-    assert re.fullmatch(r"[0-9a-f]{64}", document["root"])
+    assert (document["command"], document["schema"]) == ("inspect", 2)
+    (image,) = document["files"]
+    assert {"levels", "root", "placeholder", "section", "symbol"} <= image.keys()
+    assert isinstance(image["levels"], int)
+    assert re.fullmatch(r"[0-9a-f]{64}", image["root"])
 
 
 def test_inspect_json_two_files() -> None:
-    """Several files give a list, each entry carrying `format_version`."""
+    """Several files give the same shape as one: an object whose `files` has one entry each."""
     result = run("inspect", "--json", VMLINUX, VMLINUX_BE)
     assert result.returncode == 0, result.stderr
     _assert_sorted(_pairs(result.stdout))
-    documents = json.loads(result.stdout)
-    assert isinstance(documents, list) and len(documents) == 2
-    assert all(d["format_version"] == FORMAT_VERSION for d in documents)
+    document = json.loads(result.stdout)
+    assert document["format_version"] == FORMAT_VERSION
+    assert [f["path"] for f in document["files"]] == [str(VMLINUX), str(VMLINUX_BE)]
 
 
 # --- colour and terminals ---------------------------------------------------------

@@ -40,8 +40,9 @@ def test_append_json_twice_replace(tmp_path: Path) -> None:
     original = module.read_bytes()
     proc = vmpatch("ko", "append", module, proof, "--json")
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    (doc,) = json.loads(proc.stdout)["modules"]
     assert doc["action"] == "appended" and doc["position"] == 0 and doc["levels"] == 3
+    assert doc["path"] == str(module)
     appended = module.read_bytes()
 
     proc = vmpatch("ko", "append", module, proof)
@@ -51,7 +52,8 @@ def test_append_json_twice_replace(tmp_path: Path) -> None:
     assert module.read_bytes() == appended
 
     proc = vmpatch("ko", "append", "--replace", module, other_proof, "--json")
-    assert json.loads(proc.stdout)["replaced_kind"] == "merkle"
+    (doc,) = json.loads(proc.stdout)["modules"]
+    assert doc["replaced_trailer"]["kind"] == "merkle"
     assert module.read_bytes() == original + other_proof.read_bytes()
 
 
@@ -66,7 +68,7 @@ def test_append_kernel_and_strip_check(tmp_path: Path) -> None:
     assert module.read_bytes() == original
     assert_error(vmpatch("ko", "append", module, proof, "--install-mod-strip", "1"), 2, "")
     proc = vmpatch("ko", "append", module, proof, "--kernel", image, "--json")
-    assert json.loads(proc.stdout)["verdict"] == "ACCEPT"
+    assert [d["verdict"] for d in json.loads(proc.stdout)["modules"]] == ["ACCEPT"]
 
 
 def test_append_tree_and_strip_proof(tmp_path: Path) -> None:
@@ -76,15 +78,17 @@ def test_append_tree_and_strip_proof(tmp_path: Path) -> None:
     originals = [m.read_bytes() for m, _ in pairs]
     proc = vmpatch("ko", "append-tree", tree, "--kernel", image, "--json")
     assert proc.returncode == 0, proc.stderr
-    docs = json.loads(proc.stdout)
+    docs = json.loads(proc.stdout)["modules"]
     assert [d["verdict"] for d in docs] == ["ACCEPT"] * len(pairs)
+    assert [d["path"] for d in docs] == [str(m) for m, _ in pairs]
     proc = vmpatch("ko", "append-tree", tree)
     assert proc.returncode == 0 and "unchanged" in proc.stdout
     assert_error(vmpatch("ko", "append-tree", tree, "--install-mod-strip", "1"), 1, "'1'")
 
     proc = vmpatch("ko", "strip-proof", *(m for m, _ in pairs), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert {tuple(d["removed"]) for d in json.loads(proc.stdout)} == {("merkle",)}
+    removed = [d["removed"] for d in json.loads(proc.stdout)["modules"]]
+    assert removed == [[{"kind": "merkle", "label": "merkle"}]] * len(pairs)
     assert [m.read_bytes() for m, _ in pairs] == originals
     proc = vmpatch("ko", "strip-proof", pairs[0][0])
     assert proc.returncode == 0 and "no trailer" in proc.stdout
@@ -131,7 +135,7 @@ def test_strip_tree_writes_record(tmp_path: Path) -> None:
     proc = vmpatch("ko", "strip", "--install-mod-strip", "1", "--tree", tree, "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert len(doc["modules"]) == len(modules(tree))
+    assert [m["path"] for m in doc["modules"]] == [str(m) for m, _ in modules(tree)]
     record = json.loads((tree / "vmpatch-strip.json").read_text())
     assert record["install_mod_strip"] == "1" and record["program"] == "strip"
     for module, _proof in modules(tree):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import TESTDATA, require, require_tool
 
+from vmpatch.cli.jsonout import to_json
 from vmpatch.errors import InputError, MismatchError
 from vmpatch.ko.proof import append_proof, strip_proof
 from vmpatch.ko.report import module_report
@@ -449,7 +450,7 @@ def test_module_report(built: tuple[Path, MerkleTree]) -> None:
     assert plain.trailer == "none" and plain.modinfo["name"] == ("crc_toy",)
     append_proof(module, proof)
     report = module_report(module)
-    doc = report.to_dict()
+    doc = to_json(report)
     assert doc["kind"] == "module"
     assert doc["trailer"]["kind"] == "merkle"
     assert doc["trailer"]["position"] == 2 and isinstance(doc["trailer"]["position"], int)
@@ -460,7 +461,8 @@ def test_module_report(built: tuple[Path, MerkleTree]) -> None:
         int.from_bytes(raw[:4], "big"),
         (len(raw) - 4 - 12 - 28) // 32,
     )
-    assert (plain.to_dict()["position"], plain.to_dict()["levels"]) == (None, None)
+    assert (to_json(plain)["position"], to_json(plain)["levels"]) == (None, None)
+    assert to_json(plain)["trailer"]["kind"] == "none"
     assert doc["modinfo"]["license"] == ["GPL"]
     assert ("position", "2") in report.rows()
     # PKCS#7 that does not parse: reported with a note, modinfo still read

@@ -220,3 +220,17 @@ def test_truncated_real_signature_is_input_error(tmp_path: Path) -> None:
     for cut in (10, len(der) // 2, len(der) - 1):
         with pytest.raises(InputError):
             describe_pkcs7(der[:cut], path=module)
+
+
+def test_inspect_shows_no_dependencies_as_an_empty_list(tmp_path: Path) -> None:
+    """``depends=`` (what modpost writes for a module without dependencies) is ``[]``,
+    not a list holding one empty module name."""
+    from clirun import vmpatch
+
+    ko = _build(tmp_path)
+    assert "depends=" in _readelf_modinfo(ko)  # the raw field is there, empty
+    run = vmpatch("inspect", "--json", ko)
+    assert run.returncode == 0, run.stderr
+    (module,) = run.json()["files"]
+    assert module["modinfo"]["depends"] == []
+    assert module["modinfo"]["license"] == ["GPL"]

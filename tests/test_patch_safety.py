@@ -66,7 +66,9 @@ def test_output_naming_the_image_itself_patches_in_place(images: tuple[Path, Pat
     a, _ = images
     run = vmpatch("patch", "--root", ROOT_HEX, "--levels", "2", "--output", a, a, "--json")
     assert run.returncode == 0, run.stderr
-    assert run.json()["changed"] is True and ROOT_HEX in a.read_bytes().hex()
+    (image,) = run.json()["images"]
+    assert image["changed"] is True and ROOT_HEX in a.read_bytes().hex()
+    assert image["new"] == {"levels": 2, "root": ROOT_HEX}
 
 
 @pytest.mark.parametrize("where", ["missing-dir", "is-a-dir"])

@@ -52,7 +52,11 @@ def test_tree_matches_the_format_rules(tree: Path) -> None:
     assert run.returncode == 0, run.stderr
     doc = run.json()
     levels, root = reference_root(tree)
-    assert (doc["levels"], doc["root"], doc["modules"]) == (levels, root.hex(), 5)
+    assert (doc["levels"], doc["root"], doc["module_count"]) == (levels, root.hex(), 5)
+    order = (tree / "modules.order").read_text().splitlines()
+    assert [(m["path"], m["position"]) for m in doc["modules"]] == [
+        (str(tree / (line[:-2] + ".ko")), i) for i, line in enumerate(order)
+    ]
     for i, line in enumerate((tree / "modules.order").read_text().splitlines()):
         proof = (tree / (line[:-2] + ".merkle")).read_bytes()
         assert len(proof) == 4 + 32 * levels + 12 + 28
@@ -123,7 +127,12 @@ def test_c_out_compiles_to_the_root_out_bytes(
 def test_no_modules_gives_the_blank_root(tree: Path) -> None:
     (tree / "modules.order").write_text("")
     doc = vmpatch("tree", tree, "--json").json()
-    assert (doc["levels"], doc["root"], doc["modules"]) == (0, "00" * 32, 0)
+    assert (doc["levels"], doc["root"], doc["module_count"], doc["modules"]) == (
+        0,
+        "00" * 32,
+        0,
+        [],
+    )
 
 
 def test_stripped_suffix_comes_from_auto_conf(tree: Path) -> None:
@@ -180,8 +189,13 @@ def test_patch_from_tree_equals_tree_then_patch(tree: Path, tmp_path: Path) -> N
     run = vmpatch("patch", "--from-tree", tree, "--output", out, tree / "vmlinux", "--json")
     assert run.returncode == 0, run.stderr
     levels, root = reference_root(tree)
-    assert run.json()["new"] == (struct.pack("<I", levels) + root).hex()
-    inspected = vmpatch("inspect", "--json", out).json()
+    (image,) = run.json()["images"]
+    assert image["new"] == {"levels": levels, "root": root.hex()}
+    assert image["old"] == {"levels": 0, "root": "00" * 32}  # the testdata's blank root
+    offset = int(image["offset"], 16)
+    assert out.read_bytes()[offset : offset + 36] == struct.pack("<I", levels) + root
+    assert run.json()["tree"]["module_count"] == 5
+    (inspected,) = vmpatch("inspect", "--json", out).json()["files"]
     assert (inspected["levels"], inspected["root"]) == (levels, root.hex())
     assert len(list(tree.rglob("*.merkle"))) == 5
 

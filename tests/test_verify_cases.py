@@ -89,7 +89,7 @@ def test_tampered_module(proved: Path) -> None:
 def test_unsigned_module(proved: Path) -> None:
     ko = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
     r = one(proved, ko)
-    assert (r["verdict"], r["errno"], r["load_result"], r["trailer"]) == (
+    assert (r["verdict"], r["errno"], r["load_result"], r["trailer"]["kind"]) == (
         "REJECT",
         "ENODATA",
         "EKEYREJECTED",
@@ -162,7 +162,7 @@ def test_pkcs7_on_a_kernel_without_module_signing(proved: Path) -> None:
     info = bytes([0, 0, 2, 0, 0, 0, 0, 0]) + len(fake_sig).to_bytes(4, "big")
     ko.write_bytes(plain + fake_sig + info + b"~Module signature appended~\n")
     r = one(proved, ko)
-    assert (r["errno"], r["trailer"]) == ("ENOPKG", "pkcs7")
+    assert (r["errno"], r["trailer"]["kind"]) == ("ENOPKG", "pkcs7")
 
 
 @pytest.mark.parametrize(("tool", "suffix"), [("gzip", ".gz"), ("xz", ".xz"), ("zstd", ".zst")])
@@ -188,7 +188,8 @@ def test_human_output_and_exit_code(proved: Path) -> None:
     flip(ko, 64)
     run = vmpatch("verify", "--kernel", proved / "vmlinux", *modules(proved))
     assert run.returncode == 1
-    assert "REJECT" in run.stdout and "ENOKEY" in run.stdout and "4 of 5" in run.stdout
+    assert "REJECT" in run.stdout and "ENOKEY" in run.stdout
+    assert "5 modules: 4 accepted, 1 rejected, 0 unchecked" in run.stdout
 
 
 def test_kernel_without_any_module_authentication(proved: Path, tmp_path: Path) -> None:
@@ -240,5 +241,5 @@ def test_root_written_for_the_other_byte_order(tmp_path: Path) -> None:
     ):
         assert run.returncode == 2, run
         assert "other byte order" in run.stderr and "Traceback" not in run.stderr
-    doc = vmpatch("inspect", "--json", image).json()
+    (doc,) = vmpatch("inspect", "--json", image).json()["files"]
     assert doc["supported"] is False and doc["levels"] is None

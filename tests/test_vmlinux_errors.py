@@ -397,7 +397,7 @@ def test_inspect_reports_unsupported_size(name: str, how: str, tmp_path: Path) -
     done = run_vmpatch(ROOT, "inspect", "--json", str(s.bad))
     assert "Traceback" not in done.stderr
     assert done.returncode == 2, done.stderr
-    report = json.loads(done.stdout)
+    (report,) = json.loads(done.stdout)["files"]
     assert report["section"]["size"] == 40
     assert report["supported"] is False
     assert report["levels"] is None and report["root"] is None

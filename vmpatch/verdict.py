@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.trailer import TrailerKind
 
-__all__ = ["KernelModel", "Pkcs7Support", "Verdict", "kernel_verdict"]
+__all__ = ["KernelModel", "Pkcs7Support", "Verdict", "VerdictKind", "kernel_verdict"]
 
 _MARKER = b"~Module signature appended~\n"  # MODULE_SIGNATURE_MARKER
 _INFO = struct.Struct(">BBBBB3sI")  # struct module_signature, 12 bytes
@@ -36,6 +37,14 @@ _SOFT_ERRORS = {
     "ENOPKG": "unsupported crypto",
     "ENOKEY": "unavailable key",
 }
+
+
+class VerdictKind(StrEnum):
+    """The kernel's answer, or UNCHECKED when vmpatch cannot give it (a PKCS#7 signature)."""
+
+    ACCEPT = "ACCEPT"
+    REJECT = "REJECT"
+    UNCHECKED = "UNCHECKED"
 
 
 class Pkcs7Support(Enum):
@@ -66,31 +75,33 @@ class Verdict:
     keyring and is never judged here.
     """
 
-    verdict: str  # "ACCEPT", "REJECT" or "UNCHECKED"
+    verdict: VerdictKind
     errno: str | None
     load_result: str
     lockdown_result: str
     reason: str
-    trailer: str  # "none", "merkle", "pkcs7", "unknown"
+    trailer: TrailerKind
     position: int | None = None
     proof_levels: int | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.verdict == "ACCEPT"
+        return self.verdict is VerdictKind.ACCEPT
 
 
-def _reject(errno: str, reason: str, trailer: str, **extra: int | None) -> Verdict:
+def _reject(errno: str, reason: str, trailer: TrailerKind, **extra: int | None) -> Verdict:
     if errno in _SOFT_ERRORS:
         load, lockdown = "EKEYREJECTED", "EPERM"
         reason = f"{reason} ({_SOFT_ERRORS[errno]})"
     else:  # EBADMSG and the rest are fatal even when nothing is enforced
         load = lockdown = errno
-    return Verdict("REJECT", errno, load, lockdown, reason, trailer, **extra)  # type: ignore[arg-type]
+    return Verdict(VerdictKind.REJECT, errno, load, lockdown, reason, trailer, **extra)  # type: ignore[arg-type]
 
 
-def _type_name(id_type: int) -> str:
-    return {_TYPE_PKCS7: "pkcs7", _TYPE_MERKLE: "merkle"}.get(id_type, "unknown")
+def _type_name(id_type: int) -> TrailerKind:
+    return {_TYPE_PKCS7: TrailerKind.PKCS7, _TYPE_MERKLE: TrailerKind.MERKLE}.get(
+        id_type, TrailerKind.UNKNOWN
+    )
 
 
 def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
@@ -100,24 +111,29 @@ def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
         # module_auth_check() is the inline stub that returns 0.
         if kernel.pkcs7 is Pkcs7Support.NO:
             return Verdict(
-                "ACCEPT", None, "0", "0", "the kernel does not authenticate modules", "n/a"
+                VerdictKind.ACCEPT,
+                None,
+                "0",
+                "0",
+                "the kernel does not authenticate modules",
+                TrailerKind.NOT_EXAMINED,
             )
         return Verdict(
-            "UNCHECKED",
+            VerdictKind.UNCHECKED,
             None,
             "unknown",
             "unknown",
             "cannot tell whether the kernel authenticates modules (no symbols)",
-            "n/a",
+            TrailerKind.NOT_EXAMINED,
         )
     length = len(module)
     # 1. The marker. (Modules loaded with --force skip the check; not modelled.)
     if length <= len(_MARKER) or bytes(module[length - len(_MARKER) :]) != _MARKER:
-        return _reject("ENODATA", "no module signature marker", "none")
+        return _reject("ENODATA", "no module signature marker", TrailerKind.NONE)
     remaining = length - len(_MARKER)
     # 2. Room for struct module_signature.
     if remaining <= _INFO.size:
-        return _reject("EBADMSG", f"only {remaining} bytes before the marker", "unknown")
+        return _reject("EBADMSG", f"only {remaining} bytes before the marker", TrailerKind.UNKNOWN)
     algo, hash_, id_type, signer_len, key_id_len, pad, sig_len = _INFO.unpack_from(
         module, remaining - _INFO.size
     )
@@ -146,7 +162,7 @@ def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
             if kernel.pkcs7 is Pkcs7Support.YES
             else "PKCS#7 signature: cannot tell whether the kernel has MODULE_SIG; not checked"
         )
-        return Verdict("UNCHECKED", None, "unknown", "unknown", reason, kind)
+        return Verdict(VerdictKind.UNCHECKED, None, "unknown", "unknown", reason, kind)
     # 6. module_hash_check.
     levels = kernel.root.levels
     if sig_len != 4 + _DIGEST * levels:
@@ -167,4 +183,6 @@ def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
         return _reject(
             "ENOKEY", f"hash mismatch at position {pos}", kind, position=pos, proof_levels=levels
         )
-    return Verdict("ACCEPT", None, "0", "0", f"proof verifies at position {pos}", kind, pos, levels)
+    return Verdict(
+        VerdictKind.ACCEPT, None, "0", "0", f"proof verifies at position {pos}", kind, pos, levels
+    )

@@ -81,6 +81,11 @@ def _unbraced(piece: str) -> str:
     return piece
 
 
+def debugging() -> bool:
+    """Whether ``--debug`` was given: errors a command reports and goes on from show tracebacks."""
+    return _state["debug"]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"vmpatch {__version__} (format {FORMAT_VERSION})")

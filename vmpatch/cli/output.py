@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from vmpatch import FORMAT_VERSION
 from vmpatch.errors import OutputClosed
 
 if TYPE_CHECKING:
@@ -28,6 +27,7 @@ __all__ = [
     "OutputClosed",
     "emit_json",
     "error_line",
+    "file_errors",
     "plain",
     "show",
     "stderr",
@@ -70,14 +70,11 @@ def _guarded() -> Iterator[None]:
         raise OutputClosed from err
 
 
-def emit_json(document: Any) -> None:
-    """Print one JSON document; objects get the supported format version."""
-    if isinstance(document, dict):
-        document = {"format_version": FORMAT_VERSION, **document}
-    elif isinstance(document, list):
-        document = [
-            {"format_version": FORMAT_VERSION, **d} if isinstance(d, dict) else d for d in document
-        ]
+def emit_json(command: str, result: Any) -> None:
+    """Print ``result`` as the one JSON document of ``command`` (vmpatch.cli.jsonout)."""
+    from vmpatch.cli.jsonout import document as json_document
+
+    document = json_document(command, result)
     with _guarded():
         json.dump(document, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
@@ -103,6 +100,20 @@ def plain(*lines: str) -> None:
 def warn(message: str) -> None:
     """A one-line warning on stderr."""
     stderr().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+
+def file_errors(entries: Any) -> None:
+    """The ``error: FILE: reason`` line of each file a command could not read (and went on)."""
+    from vmpatch.cli.app import debugging
+    from vmpatch.workflow.results import FileError
+
+    for entry in entries:
+        if isinstance(entry, FileError):
+            if debugging() and entry.exception is not None:
+                import traceback
+
+                traceback.print_exception(entry.exception, file=sys.stderr)
+            error_line(entry.error.message, entry.error.hint)
 
 
 def error_line(message: str, hint: str | None = None) -> None:

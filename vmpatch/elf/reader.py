@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from vmpatch.elf.constants import ElfType, SectionFlag, section_type_name
 from vmpatch.elf.translate import elf_errors
 from vmpatch.errors import InputError, SystemFailure
 from vmpatch.records.root import ByteOrder
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
 
 __all__ = [
-    "SHF_ALLOC",
-    "SHT_NOBITS",
     "ElfIdentity",
     "ElfReader",
     "SectionInfo",
@@ -40,10 +39,6 @@ __all__ = [
 ]
 
 ELF_MAGIC = b"\x7fELF"
-SHT_NOBITS = 8
-SHF_WRITE = 0x1
-SHF_ALLOC = 0x2
-SHF_EXECINSTR = 0x4
 
 # Elf32_Sym / Elf64_Sym, without the byte-order prefix (include/uapi/linux/elf.h).
 # Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx
@@ -58,7 +53,7 @@ class ElfIdentity:
     machine: str  # pyelftools' e_machine name, e.g. "EM_X86_64"
     elfclass: int  # 32 or 64
     byteorder: ByteOrder
-    elftype: str  # e.g. "ET_EXEC", "ET_REL"
+    elftype: ElfType | int  # an int only for an e_type the specification does not name
 
 
 @dataclass(frozen=True)
@@ -67,8 +62,7 @@ class SectionInfo:
 
     index: int
     name: str
-    type: str  # e.g. "SHT_PROGBITS"
-    type_value: int
+    type_value: int  # sh_type; SectionType names the generic ones
     flags: int
     addr: int
     offset: int
@@ -76,9 +70,18 @@ class SectionInfo:
     addralign: int
 
     @property
+    def type(self) -> str:
+        """``SHT_PROGBITS`` and the like, or the value in hex for a type without a name."""
+        return section_type_name(self.type_value)
+
+    @property
     def flags_text(self) -> str:
         """readelf's letters for the common flags (W, A, X)."""
-        letters = [("W", SHF_WRITE), ("A", SHF_ALLOC), ("X", SHF_EXECINSTR)]
+        letters = [
+            ("W", SectionFlag.SHF_WRITE),
+            ("A", SectionFlag.SHF_ALLOC),
+            ("X", SectionFlag.SHF_EXECINSTR),
+        ]
         return "".join(letter for letter, bit in letters if self.flags & bit)
 
 
@@ -93,6 +96,13 @@ class SymbolInfo:
     shndx: int
 
 
+def _elf_type(value: int) -> ElfType | int:
+    try:
+        return ElfType(value)
+    except ValueError:
+        return value
+
+
 class ElfReader:
     """An open ELF file: identity, sections, and fast symbol lookup."""
 
@@ -100,11 +110,12 @@ class ElfReader:
         self.path = path
         self._stream = stream
         self._elf = elffile
+        byteorder: ByteOrder = "little" if elffile.little_endian else "big"
         self.identity = ElfIdentity(
             machine=str(elffile["e_machine"]),
             elfclass=int(elffile.elfclass),
-            byteorder="little" if elffile.little_endian else "big",
-            elftype=str(elffile["e_type"]),
+            byteorder=byteorder,
+            elftype=_elf_type(int.from_bytes(self.read(16, 2), byteorder)),
         )
 
     def section(self, name: str) -> SectionInfo | None:
@@ -116,16 +127,15 @@ class ElfReader:
         return None
 
     def _info(self, index: int, sec: object) -> SectionInfo:
-        from elftools.elf.enums import ENUM_SH_TYPE_BASE  # lazy: DWARF side not needed
-
         header = sec.header  # type: ignore[attr-defined]
-        type_name = str(header["sh_type"])
-        type_value = ENUM_SH_TYPE_BASE.get(type_name, header["sh_type"])
+        # sh_type as the header holds it (4 bytes after sh_name in both classes):
+        # pyelftools hands out names, and its names of processor types vary by version.
+        at = int(self._elf["e_shoff"]) + index * int(self._elf["e_shentsize"]) + 4
+        type_value = int.from_bytes(self.read(at, 4), self.identity.byteorder)
         return SectionInfo(
             index=index,
             name=sec.name,  # type: ignore[attr-defined]
-            type=type_name,
-            type_value=int(type_value) if isinstance(type_value, int) else -1,
+            type_value=type_value,
             flags=int(header["sh_flags"]),
             addr=int(header["sh_addr"]),
             offset=int(header["sh_offset"]),

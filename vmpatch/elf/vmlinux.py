@@ -17,9 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmpatch.elf.constants import ElfType, SectionFlag, SectionType
 from vmpatch.elf.reader import (
-    SHF_ALLOC,
-    SHT_NOBITS,
     ElfIdentity,
     ElfReader,
     SectionInfo,
@@ -32,6 +31,7 @@ from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
 __all__ = [
     "SECTION_NAME",
     "SYMBOL_NAME",
+    "ImageReport",
     "RootLocation",
     "locate",
     "locate_in",
@@ -108,7 +108,7 @@ class RootLocation:
     def check_patchable(self) -> None:
         """Raise the first reason the section cannot be rewritten in place."""
         sec = self.section
-        if sec.type_value == SHT_NOBITS:
+        if sec.type_value == SectionType.SHT_NOBITS:
             raise InputError(
                 self.path, f"{SECTION_NAME} is SHT_NOBITS: it has no bytes in the file"
             )
@@ -124,7 +124,7 @@ class RootLocation:
                 f"{SECTION_NAME} is {sec.size} bytes; only the {ROOT_RECORD_SIZE}-byte "
                 "SHA-256 root of the v5 format is supported",
             )
-        if not sec.flags & SHF_ALLOC:
+        if not sec.flags & SectionFlag.SHF_ALLOC:
             raise InputError(self.path, f"{SECTION_NAME} is not allocated (SHF_ALLOC missing)")
         problem = self.symbol_problem()
         if problem:
@@ -140,7 +140,9 @@ def locate_in(reader: ElfReader) -> RootLocation:
             f"no {SECTION_NAME} section (kernel built without CONFIG_MODULE_HASHES?)",
         )
     file_size = reader.file_size
-    inside = section.type_value != SHT_NOBITS and section.offset + section.size <= file_size
+    inside = (
+        section.type_value != SectionType.SHT_NOBITS and section.offset + section.size <= file_size
+    )
     return RootLocation(
         path=reader.path,
         identity=reader.identity,
@@ -168,8 +170,79 @@ def root_of(location: RootLocation) -> ModuleHashesRoot:
     return root
 
 
-def location_report(location: RootLocation) -> dict[str, object]:
-    """Everything `inspect` knows about an image's root, as plain data (JSON-ready)."""
+@dataclass(frozen=True)
+class SectionReport:
+    """The ``.module_hashes`` section header, as ``inspect`` shows it."""
+
+    json_hex = ("offset", "address")
+
+    name: str
+    index: int
+    offset: int
+    address: int
+    size: int
+    type: str  # SHT_PROGBITS, or the value in hex
+    flags: str  # readelf's letters
+    addralign: int
+
+
+@dataclass(frozen=True)
+class SymbolReport:
+    """The ``module_hashes_root`` symbol, as ``inspect`` shows it."""
+
+    json_hex = ("value",)
+
+    name: str
+    value: int
+    size: int
+    section_index: int
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """Everything ``inspect`` knows about an image's root (``kind`` is ``"vmlinux"``).
+
+    ``levels``/``root``/``placeholder`` are None when the section holds no
+    decodable root of the supported layout.
+    """
+
+    json_extra = (
+        ("kind", "kind"),
+        ("levels", "levels"),
+        ("root", "root_hex"),
+        ("placeholder", "placeholder"),
+    )
+    json_skip = ("root_record",)
+    json_rename = (("elf_class", "class"),)
+    kind = "vmlinux"
+
+    path: Path
+    machine: str
+    elf_class: str  # ELF32 or ELF64
+    byteorder: str
+    elf_type: str
+    section: SectionReport
+    symbol: SymbolReport | None
+    symbol_matches_section: bool
+    supported: bool
+    root_record: ModuleHashesRoot | None
+    warnings: tuple[str, ...]
+
+    @property
+    def levels(self) -> int | None:
+        return self.root_record.levels if self.root_record else None
+
+    @property
+    def root_hex(self) -> str | None:
+        return self.root_record.digest.hex() if self.root_record else None
+
+    @property
+    def placeholder(self) -> bool | None:
+        return self.root_record.is_placeholder if self.root_record else None
+
+
+def location_report(location: RootLocation) -> ImageReport:
+    """Everything `inspect` knows about an image's root."""
     sec, sym, root = location.section, location.symbol, location.root
     warnings = []
     problem = location.symbol_problem()
@@ -188,30 +261,29 @@ def location_report(location: RootLocation) -> dict[str, object]:
     elif problem_in_content := location.content_problem():
         supported = False
         warnings.append(f"{SECTION_NAME} holds no valid root: {problem_in_content}")
-    return {
-        "kind": "vmlinux",
-        "path": str(location.path),
-        "machine": location.identity.machine,
-        "class": f"ELF{location.identity.elfclass}",
-        "byteorder": location.identity.byteorder,
-        "elf_type": location.identity.elftype,
-        "section": {
-            "name": sec.name,
-            "index": sec.index,
-            "offset": sec.offset,
-            "address": sec.addr,
-            "size": sec.size,
-            "type": sec.type,
-            "flags": sec.flags_text,
-            "addralign": sec.addralign,
-        },
-        "symbol": None
+    identity = location.identity
+    elf_type = identity.elftype
+    return ImageReport(
+        path=location.path,
+        machine=identity.machine,
+        elf_class=f"ELF{identity.elfclass}",
+        byteorder=identity.byteorder,
+        elf_type=elf_type.name if isinstance(elf_type, ElfType) else f"{elf_type:#x}",
+        section=SectionReport(
+            name=sec.name,
+            index=sec.index,
+            offset=sec.offset,
+            address=sec.addr,
+            size=sec.size,
+            type=sec.type,
+            flags=sec.flags_text,
+            addralign=sec.addralign,
+        ),
+        symbol=None
         if sym is None
-        else {"name": sym.name, "value": sym.value, "size": sym.size, "section_index": sym.shndx},
-        "symbol_matches_section": sym is not None and problem is None,
-        "supported": supported,
-        "levels": root.levels if root else None,
-        "root": root.digest.hex() if root else None,
-        "placeholder": root.is_placeholder if root else None,
-        "warnings": warnings,
-    }
+        else SymbolReport(name=sym.name, value=sym.value, size=sym.size, section_index=sym.shndx),
+        symbol_matches_section=sym is not None and problem is None,
+        supported=supported,
+        root_record=root,
+        warnings=tuple(warnings),
+    )

@@ -17,11 +17,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from vmpatch.elf.constants import ElfType, SectionType
 from vmpatch.errors import InputError, ToolError
 
 __all__ = ["Pkcs7Info", "describe_pkcs7", "read_modinfo"]
 
-_ET_REL = "ET_REL"
+_ET_REL = ElfType.ET_REL.name  # pyelftools hands out e_type by name
 
 
 def read_modinfo(data: bytes, path: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -49,7 +50,7 @@ def read_modinfo(data: bytes, path: str | os.PathLike[str]) -> dict[str, list[st
         section = elf.get_section_by_name(".modinfo")
         if section is None:
             return {}
-        if section["sh_type"] == "SHT_NOBITS":
+        if section["sh_type"] == SectionType.SHT_NOBITS.name:
             raise InputError(path, ".modinfo has no contents (SHT_NOBITS)")
         offset, size = section["sh_offset"], section["sh_size"]
         if offset + size > len(data):

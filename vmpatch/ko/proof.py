@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,11 +62,13 @@ from vmpatch.records.trailer import (
 
 if TYPE_CHECKING:
     from vmpatch.records.root import ModuleHashesRoot
-    from vmpatch.verdict import KernelModel, Verdict
+    from vmpatch.verdict import KernelModel, Verdict, VerdictKind
 
 __all__ = [
+    "AppendAction",
     "AppendResult",
     "Proof",
+    "StripAction",
     "StripProofResult",
     "append_proof",
     "strip_proof",
@@ -76,6 +79,22 @@ _MAX_PROOF = proof_sig_len(MAX_LEVELS) + TRAILER_END_SIZE
 
 # ---------------------------------------------------------------------------
 # Results
+
+
+class AppendAction(StrEnum):
+    """What an append did to the module."""
+
+    APPENDED = "appended"  # it had no trailer
+    REPLACED = "replaced"  # its old trailer was removed first
+    STACKED = "stacked"  # its old trailer (a signature) stays under the proof
+    UNCHANGED = "unchanged"  # it already ended with exactly this proof
+
+
+class StripAction(StrEnum):
+    """What a strip-proof did to the module."""
+
+    STRIPPED = "stripped"
+    NO_TRAILER = "no trailer"
 
 
 @dataclass(frozen=True)
@@ -94,32 +113,30 @@ class AppendResult:
 
     module: Path
     proof: Path
-    action: str
+    action: AppendAction
     codec: str
     position: int
     levels: int
     replaced_kind: str | None = None
-    verdict: str | None = None
+    verdict: VerdictKind | None = None
     stacked_on: str | None = None
     chosen_by_kernel: bool = False
 
     @property
     def changed(self) -> bool:
-        return self.action != "unchanged"
+        return self.action is not AppendAction.UNCHANGED
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "module": str(self.module),
-            "proof": str(self.proof),
-            "action": self.action,
-            "codec": self.codec,
-            "position": self.position,
-            "levels": self.levels,
-            "replaced_kind": self.replaced_kind,
-            "stacked_on": self.stacked_on,
-            "chosen_by_kernel": self.chosen_by_kernel,
-            "verdict": self.verdict,
-        }
+    @property
+    def replaced_trailer(self) -> dict[str, str] | None:
+        """The trailer object of what was replaced (its kind), or None."""
+        if self.replaced_kind is None:
+            return None
+        return {"kind": self.replaced_kind.split()[0], "label": self.replaced_kind}
+
+    #: Read by vmpatch.cli.jsonout (docs/json.md): a module file is "path" everywhere.
+    json_rename = (("module", "path"),)
+    json_skip = ("replaced_kind",)
+    json_extra = (("replaced_trailer", "replaced_trailer"), ("changed", "changed"))
 
 
 @dataclass(frozen=True)
@@ -138,18 +155,17 @@ class StripProofResult:
     module_size: int
 
     @property
-    def action(self) -> str:
-        return "stripped" if self.removed else "no trailer"
+    def action(self) -> StripAction:
+        return StripAction.STRIPPED if self.removed else StripAction.NO_TRAILER
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "module": str(self.module),
-            "written": str(self.written) if self.written is not None else None,
-            "action": self.action,
-            "codec": self.codec,
-            "removed": list(self.removed),
-            "module_size": self.module_size,
-        }
+    @property
+    def removed_trailers(self) -> list[dict[str, str]]:
+        """The trailer objects removed, last first: their kind and label."""
+        return [{"kind": label.split()[0], "label": label} for label in self.removed]
+
+    json_rename = (("module", "path"),)
+    json_skip = ("removed",)
+    json_extra = (("action", "action"), ("removed", "removed_trailers"))
 
 
 # ---------------------------------------------------------------------------
@@ -269,7 +285,7 @@ def _rejection(verdict: Verdict) -> str:
     return verdict.reason + (f" ({verdict.errno})" if verdict.errno else "")
 
 
-def _check_kernel(module: Path, data: bytes, kernel: KernelModel) -> str:
+def _check_kernel(module: Path, data: bytes, kernel: KernelModel) -> VerdictKind:
     verdict = _judge(data, kernel)
     if not verdict.accepted:
         raise MismatchError(module, f"the kernel would reject the result: {_rejection(verdict)}")
@@ -278,7 +294,7 @@ def _check_kernel(module: Path, data: bytes, kernel: KernelModel) -> str:
 
 def _stack_or_replace(
     module: Path, data: bytes, trailer: Trailer, proof: Proof, kernel: KernelModel
-) -> tuple[str, bytes]:
+) -> tuple[AppendAction, bytes]:
     """Over a signature, the one of stacking and replacing that the kernel accepts.
 
     The kernel checks only the last trailer and hashes every byte before it
@@ -291,9 +307,9 @@ def _stack_or_replace(
     replaced = data[: trailer.module_size] + proof.data
     on_top, instead = _judge(stacked, kernel), _judge(replaced, kernel)
     if on_top.accepted:
-        return "stacked", stacked
+        return AppendAction.STACKED, stacked
     if instead.accepted:
-        return "replaced", replaced
+        return AppendAction.REPLACED, replaced
     raise MismatchError(
         module,
         f"the kernel would reject the proof both stacked on the {trailer.label} signature "
@@ -342,9 +358,9 @@ def plan_append(
     chosen = False
     new_data: bytes | None
     if trailer is None:
-        action, new_data = "appended", data + proof.data
+        action, new_data = AppendAction.APPENDED, data + proof.data
     elif trailer.fits and data[trailer.module_size :] == proof.data:
-        action, new_data = "unchanged", None
+        action, new_data = AppendAction.UNCHANGED, None
     elif not trailer.fits and (replace or stack):
         raise InputError(
             module,
@@ -352,15 +368,15 @@ def plan_append(
             f"does not fit); cannot {'remove' if replace else 'stack on'} it",
         )
     elif replace:
-        action, new_data = "replaced", data[: trailer.module_size] + proof.data
+        action, new_data = AppendAction.REPLACED, data[: trailer.module_size] + proof.data
     elif stack:
-        action, new_data = "stacked", data + proof.data
+        action, new_data = AppendAction.STACKED, data + proof.data
     elif kernel is not None and trailer.kind == "pkcs7" and trailer.fits:
         action, new_data = _stack_or_replace(module, data, trailer, proof, kernel)
         chosen = True
     else:
         raise _refuse_existing(module, trailer)
-    if trailer is not None and action != "unchanged":
+    if trailer is not None and action is not AppendAction.UNCHANGED:
         previous = trailer.label
     verdict = None
     if kernel is not None:
@@ -372,9 +388,9 @@ def plan_append(
         codec=content.codec.label,
         position=proof.position,
         levels=proof.levels,
-        replaced_kind=previous if action == "replaced" else None,
+        replaced_kind=previous if action is AppendAction.REPLACED else None,
         verdict=verdict,
-        stacked_on=previous if action == "stacked" else None,
+        stacked_on=previous if action is AppendAction.STACKED else None,
         chosen_by_kernel=chosen,
     )
     return _Planned(content, new_data, result)

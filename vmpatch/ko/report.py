@@ -19,7 +19,7 @@ from typing import Any
 
 from vmpatch.errors import InputError, SystemFailure, ToolError
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
-from vmpatch.records.trailer import count_trailers, find_trailer
+from vmpatch.records.trailer import TrailerKind, count_trailers, find_trailer
 
 __all__ = ["MODINFO_FIELDS", "ModuleReport", "module_report"]
 
@@ -67,36 +67,45 @@ class ModuleReport:
     modinfo: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
-    def _trailer_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"kind": self.trailer, "count": self.trailers}
-        if self.trailer == "none":
-            return doc
-        doc.update(sig_len=self.sig_len, well_formed=self.well_formed)
-        if self.trailer == "merkle":
-            doc.update(position=self.position, levels=self.levels, proof_length=self.proof_length)
-        elif self.trailer == "pkcs7":
-            doc.update(signer=self.signer, key_id=self.key_id, hash_algo=self.hash_algo)
-        return doc
+    #: Read by vmpatch.cli.jsonout: the trailer's details go under "trailer".
+    json_skip = (
+        "trailer",
+        "trailers",
+        "sig_len",
+        "well_formed",
+        "proof_length",
+        "signer",
+        "key_id",
+        "hash_algo",
+    )
+    json_extra = (("kind", "kind"), ("trailer", "trailer_info"))
+    kind = "module"
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready document (``kind`` is ``"module"``).
+    @property
+    def trailer_kind(self) -> TrailerKind:
+        """The last trailer's kind (``trailer`` is its label: ``unknown type N``)."""
+        return TrailerKind(self.trailer.split()[0])
 
-        ``position`` and ``levels`` also stand at the top level (null unless the
-        last trailer is a Merkle proof), so ``jq .levels`` reads an image and a
-        module alike; ``trailer`` holds the details.
-        """
+    @property
+    def trailer_info(self) -> dict[str, Any]:
+        """The trailer object of ``inspect --json``: every key always there, null when it
+        does not apply, so ``jq .trailer.signer`` never fails on a module with a proof."""
+        kind = self.trailer_kind
+        present = kind is not TrailerKind.NONE
+        merkle = kind is TrailerKind.MERKLE
+        pkcs7 = kind is TrailerKind.PKCS7
         return {
-            "kind": "module",
-            "path": str(self.path),
-            "position": self.position,
-            "levels": self.levels,
-            "codec": self.codec,
-            "size": self.size,
-            "content_size": self.content_size,
-            "module_size": self.module_size,
-            "trailer": self._trailer_dict(),
-            "modinfo": {key: list(values) for key, values in self.modinfo.items()},
-            "notes": list(self.notes),
+            "kind": kind,
+            "label": self.trailer,
+            "count": self.trailers,
+            "sig_len": self.sig_len if present else None,
+            "well_formed": self.well_formed if present else None,
+            "position": self.position if merkle else None,
+            "levels": self.levels if merkle else None,
+            "proof_length": self.proof_length if merkle else None,
+            "signer": self.signer if pkcs7 else None,
+            "key_id": self.key_id if pkcs7 else None,
+            "hash_algo": self.hash_algo if pkcs7 else None,
         }
 
     def rows(self) -> list[tuple[str, str]]:
@@ -138,6 +147,13 @@ class ModuleReport:
             rows.append((key, ", ".join(self.modinfo[key])))
         rows.extend(("note", note) for note in self.notes)
         return rows
+
+
+def _values(key: str, values: list[str]) -> tuple[str, ...]:
+    """A key's values; ``depends=`` (no dependencies) is no value, not one empty name."""
+    if key == "depends":
+        return tuple(v for v in values if v)
+    return tuple(values)
 
 
 def module_report(
@@ -192,7 +208,7 @@ def module_report(
         module_size=module_size,
         trailer=kind,
         trailers=count_trailers(data),
-        modinfo={key: tuple(values) for key, values in modinfo.items()},
+        modinfo={key: _values(key, values) for key, values in modinfo.items()},
         notes=tuple(notes),
         **details,
     )

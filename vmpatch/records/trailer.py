@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 __all__ = [
     "DIGEST_SIZE",
@@ -41,6 +41,7 @@ __all__ = [
     "SignatureInfo",
     "SignatureType",
     "Trailer",
+    "TrailerKind",
     "count_trailers",
     "find_trailer",
     "merkle_trailer",
@@ -69,6 +70,20 @@ class SignatureType(IntEnum):
 
     PKCS7 = 2
     MERKLE = 3
+
+
+class TrailerKind(StrEnum):
+    """What a module's last trailer is, by its ``id_type`` (str-valued: JSON stays readable).
+
+    ``NONE``: the module does not end with the marker; ``NOT_EXAMINED``: the
+    trailer was never looked at (a kernel that authenticates nothing).
+    """
+
+    NONE = "none"
+    MERKLE = "merkle"
+    PKCS7 = "pkcs7"
+    UNKNOWN = "unknown"
+    NOT_EXAMINED = "n/a"
 
 
 def proof_sig_len(levels: int) -> int:
@@ -151,13 +166,13 @@ class Trailer:
     well_formed: bool
 
     @property
-    def kind(self) -> str:
-        """ "merkle", "pkcs7" or "unknown"."""
+    def kind(self) -> TrailerKind:
+        """MERKLE, PKCS7 or UNKNOWN."""
         if self.id_type == SignatureType.MERKLE:
-            return "merkle"
+            return TrailerKind.MERKLE
         if self.id_type == SignatureType.PKCS7:
-            return "pkcs7"
-        return "unknown"
+            return TrailerKind.PKCS7
+        return TrailerKind.UNKNOWN
 
     @property
     def label(self) -> str:

@@ -16,20 +16,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmpatch.elf.vmlinux import SECTION_NAME, RootLocation, locate
 from vmpatch.errors import InputError, SystemFailure, UsageError
 from vmpatch.fs.atomic import atomic_copy, check_target, file_identity, open_input
 from vmpatch.records.root import ModuleHashesRoot
 
+if TYPE_CHECKING:
+    from vmpatch.workflow.tree import Progress, TreeResult
+
 __all__ = [
     "PatchPlan",
+    "PatchReport",
     "PatchResult",
     "RootSource",
     "apply_patches",
     "decode_root_file",
     "patch_images",
     "plan_patches",
+    "run_patch",
 ]
 
 
@@ -60,6 +66,12 @@ class RootSource:
 class PatchResult:
     """What one patch did: where, from what, to what."""
 
+    #: Read by vmpatch.cli.jsonout: roots as {levels, root}, the offset as hex.
+    json_rename = (("source", "path"),)
+    json_skip = ("old", "new")
+    json_hex = ("offset",)
+    json_extra = (("changed", "changed"), ("old", "old_root"), ("new", "new_root"))
+
     source: Path
     written: Path
     offset: int
@@ -70,6 +82,31 @@ class PatchResult:
     @property
     def changed(self) -> bool:
         return self.old != self.new
+
+    @property
+    def old_root(self) -> ModuleHashesRoot | None:
+        """The root the image carried, or None when its bytes were no valid root."""
+        return _decoded(self.old, self.byteorder)
+
+    @property
+    def new_root(self) -> ModuleHashesRoot | None:
+        return _decoded(self.new, self.byteorder)
+
+
+def _decoded(raw: bytes, byteorder: str) -> ModuleHashesRoot | None:
+    try:
+        return ModuleHashesRoot.decode(raw, "big" if byteorder == "big" else "little")
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    """What ``vmpatch patch`` did: where the root came from, the tree it built, each image."""
+
+    root_source: str
+    tree: TreeResult | None
+    images: tuple[PatchResult, ...]
 
 
 def decode_root_file(path: str | os.PathLike[str]) -> bytes:
@@ -239,3 +276,47 @@ def _patch_in_place(location: RootLocation, payload: bytes) -> None:
         raise SystemFailure.from_oserror(path, err, "patch") from err
     finally:
         os.close(fd)
+
+
+def run_patch(
+    images: Sequence[str | os.PathLike[str]],
+    source: RootSource | None = None,
+    *,
+    from_tree: str | os.PathLike[str] | None = None,
+    outputs: Sequence[str | os.PathLike[str]] | None = None,
+    suffix: str | None = None,
+    proofs: bool = True,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> PatchReport:
+    """``vmpatch patch``: the root from ``source`` or the tree of ``from_tree``, into each image.
+
+    Plan then apply: with ``from_tree`` the tree is hashed first (nothing
+    written), then every image is located and validated, and only then are
+    the proofs written and the images patched, so a bad image leaves both
+    the build tree and the other images as they were.
+    """
+    from vmpatch.workflow.tree import (
+        build_tree,
+        no_progress,
+        plan_tree,
+        tree_result,
+        write_proofs,
+    )
+
+    if (source is None) == (from_tree is None):
+        raise UsageError(None, "give the root: --root-file, --root with --levels, or --from-tree")
+    plan = merkle = None
+    if from_tree is not None:
+        plan = plan_tree(from_tree, suffix=suffix)
+        with (progress or no_progress)("hashing modules", len(plan.modules)) as done:
+            merkle = build_tree(plan, workers=workers, progress=done)
+        source = RootSource(root=merkle.root, origin=f"tree of {from_tree}")
+    assert source is not None
+    plans = plan_patches(images, source, outputs=outputs)  # validates every image first
+    tree = None
+    if plan is not None and merkle is not None:
+        if proofs:
+            write_proofs(plan, merkle)
+        tree = tree_result(plan, merkle, proofs=proofs)
+    return PatchReport(source.origin, tree, tuple(apply_patches(plans)))

@@ -56,6 +56,7 @@ from vmpatch.records.leaves import MANIFEST_NAME, LeafEntry, LeafManifest, read_
 from vmpatch.records.modorder import Layout, detect_layout
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import SignatureType, find_trailer
+from vmpatch.verdict import VerdictKind
 from vmpatch.workflow.installed import MODULE_SUFFIXES, installed_modules
 
 __all__ = [
@@ -110,13 +111,15 @@ class ModuleOutcome:
     codec: str
     action: Action
     extra: bool = False
-    removed: tuple[str, ...] = ()
-    verdict: str | None = None  # ACCEPT/REJECT/UNCHECKED after writing, per the first kernel
+    removed: tuple[str, ...] = ()  # labels of the trailers taken off, last first
+    verdict: VerdictKind | None = None  # after writing: the worst over every kernel
     reason: str | None = None
 
 
 @dataclass(frozen=True)
 class KernelOutcome:
+    """One image the root went into (``written`` is its ``--output`` copy, or itself)."""
+
     path: Path
     written: Path
     changed: bool
@@ -125,6 +128,16 @@ class KernelOutcome:
 @dataclass
 class RerootReport:
     """What one run found, did (or, dry, would do), and how the result verified."""
+
+    #: Read by vmpatch.cli.jsonout (docs/json.md, "reroot").
+    json_rename = (("directory", "path"),)
+    json_skip = ("root",)
+    json_extra = (
+        ("levels", "levels"),
+        ("root", "root_hex"),
+        ("state", "state"),
+        ("module_count", "module_count"),
+    )
 
     directory: Path
     layout: Layout
@@ -150,7 +163,20 @@ class RerootReport:
 
     @property
     def rejected(self) -> int:
-        return sum(1 for m in self.modules if m.verdict == "REJECT")
+        return sum(1 for m in self.modules if m.verdict is VerdictKind.REJECT)
+
+    @property
+    def levels(self) -> int:
+        return self.root.levels
+
+    @property
+    def root_hex(self) -> str:
+        return self.root.digest.hex()
+
+    @property
+    def module_count(self) -> int:
+        """Modules with a position (those of modules.order, then --extra)."""
+        return sum(1 for m in self.modules if m.position is not None)
 
 
 # ---------------------------------------------------------------------------
@@ -188,7 +214,7 @@ def _strip_trailers(
             )
         if keep_signatures and trailer.id_type != SignatureType.MERKLE:
             break
-        removed.append(trailer.kind)
+        removed.append(trailer.label)
         data = data[: trailer.module_size]
     return data, tuple(removed)
 
@@ -365,19 +391,23 @@ def _kernel_model(path: Path) -> object:
     return kernel_model(path)
 
 
-def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[str, str]:
-    """The verdict of the module on disk now, against every kernel; the worst one wins."""
+def _worst(data: bytes, models: Sequence[object]) -> tuple[VerdictKind, str | None]:
+    """The verdict on ``data`` against every kernel; a rejection by any one wins."""
     from vmpatch.verdict import kernel_verdict
 
-    data = read_module(path, max_size=max_size).data
-    worst = ("ACCEPT", "")
+    worst: tuple[VerdictKind, str | None] = (VerdictKind.ACCEPT, None)
     for model in models:
         verdict = kernel_verdict(data, model)  # type: ignore[arg-type]
-        if verdict.verdict != "ACCEPT":
+        if verdict.verdict is not VerdictKind.ACCEPT:
             worst = (verdict.verdict, verdict.reason)
-            if verdict.verdict == "REJECT":
+            if verdict.verdict is VerdictKind.REJECT:
                 break
     return worst
+
+
+def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[VerdictKind, str | None]:
+    """The verdict of the module as it is on disk now (read back, decompressed)."""
+    return _worst(read_module(path, max_size=max_size).data, models)
 
 
 def layout_of(directory: Path, forced: Layout | None) -> Layout:
@@ -582,11 +612,11 @@ def _reroot_installed(
             atomic_write(manifest_path, manifest)
     report.files_rewritten = len(rewrite)
     unlisted = _unlisted_modules(directory, {p.relpath for p in planned})
-    verdicts: list[tuple[str, str]] | None = None
+    verdicts: list[tuple[VerdictKind, str | None]] | None = None
     if not options.dry_run:
         models = [_kernel_model(k.written) for k in kernel_outcomes]
 
-        def judge(i: int) -> tuple[str, str]:
+        def judge(i: int) -> tuple[VerdictKind, str | None]:
             return _judge(planned[i].path, models, options.max_size)
 
         verdicts = _in_parallel(judge, len(planned), options.workers)  # type: ignore[assignment]
@@ -601,7 +631,7 @@ def _reroot_installed(
                 extra=p.extra,
                 removed=p.removed,
                 verdict=verdict,
-                reason=reason or None,
+                reason=reason,
             )
         )
     for rel in unlisted:
@@ -719,16 +749,12 @@ def _reroot_kbuild(
         apply_patches(kernel_plans)  # type: ignore[arg-type]
     report.files_rewritten = sum(1 for *_, changed in writes if changed)
     models = [] if options.dry_run else [_kernel_model(k.written) for k in kernel_outcomes]
-    from vmpatch.verdict import kernel_verdict
-
-    for module, proof, changed in writes:
-        verdict = reason = None
-        if models:
-            with open_input(module.module) as stream:
-                data = stream.read() + proof
-            worst = [kernel_verdict(data, m) for m in models]  # type: ignore[arg-type]
-            bad = [v for v in worst if v.verdict != "ACCEPT"]
-            verdict, reason = (bad[0].verdict, bad[0].reason) if bad else ("ACCEPT", None)
+    for module, _proof, changed in writes:
+        verdict: VerdictKind | None = None
+        reason: str | None = None
+        if models:  # read back from disk: the module as built, then its proof as written
+            with open_input(module.module) as stream, open_input(module.proof) as proof_file:
+                verdict, reason = _worst(stream.read() + proof_file.read(), models)
         report.modules.append(
             ModuleOutcome(
                 position=module.entry.index,

@@ -17,12 +17,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vmpatch.errors import InputError, MismatchError, UsageError
 
 __all__ = [
     "StripCheck",
+    "StripReport",
     "StrippedModule",
     "check_strip_consistency",
     "make_stripped",
@@ -34,11 +34,20 @@ __all__ = [
 class StrippedModule:
     """One ``%.ko.stripped`` made from its ``%.ko``."""
 
+    json_rename = (("source", "path"),)  # vmpatch.cli.jsonout: a module file is "path"
+
     source: Path
     stripped: Path
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": str(self.source), "stripped": str(self.stripped)}
+
+@dataclass(frozen=True)
+class StripReport:
+    """What ``vmpatch ko strip`` made, and with which INSTALL_MOD_STRIP and program."""
+
+    install_mod_strip: str
+    program: str
+    record: Path | None
+    modules: tuple[StrippedModule, ...]
 
 
 def _shown(value: str | None) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UsageError
@@ -26,11 +27,15 @@ from vmpatch.records.trailer import MARKER, TRAILER_END_SIZE, signature_info, ty
 
 __all__ = [
     "PROOF_SUFFIX",
+    "Progress",
+    "TreeModule",
     "TreePlan",
+    "TreeResult",
     "build_tree",
     "default_suffix",
     "plan_tree",
     "root_c_source",
+    "run_tree",
     "target_byteorder",
     "write_proofs",
 ]
@@ -247,4 +252,111 @@ def root_c_source(root: ModuleHashesRoot) -> str:
         f"\t.levels = {root.levels},\n"
         "\t.hash = {{\n" + "\n".join(rows) + "\n\t}},\n"
         "};\n"
+    )
+
+
+#: How a workflow reports progress: called with a description and a total, it
+#: gives a context whose value is a ``done(count)`` callback (or None for no bar).
+Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None] | None]]
+
+
+def no_progress(description: str, total: int) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class TreeModule:
+    """One leaf: the module file, its position, and the proof written for it (or None)."""
+
+    path: Path
+    position: int
+    proof: Path | None
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    """What ``vmpatch tree`` built and wrote."""
+
+    json_skip = ("root_record",)
+    json_extra = (("levels", "levels"), ("root", "root_hex"), ("module_count", "module_count"))
+
+    build_dir: Path
+    order_file: Path
+    suffix: str
+    root_record: ModuleHashesRoot
+    modules: tuple[TreeModule, ...]
+    proofs_written: bool
+    root_out: Path | None = None
+    c_out: Path | None = None
+    byteorder: ByteOrder | None = None  # of --root-out, when written
+
+    @property
+    def levels(self) -> int:
+        return self.root_record.levels
+
+    @property
+    def root_hex(self) -> str:
+        return self.root_record.digest.hex()
+
+    @property
+    def module_count(self) -> int:
+        return len(self.modules)
+
+
+def tree_result(plan: TreePlan, tree: MerkleTree, *, proofs: bool) -> TreeResult:
+    """The result of hashing ``plan`` into ``tree`` (proofs written or not)."""
+    return TreeResult(
+        build_dir=plan.build_dir,
+        order_file=plan.order_file,
+        suffix=plan.suffix,
+        root_record=tree.root,
+        modules=tuple(
+            TreeModule(m.module, m.entry.index, m.proof if proofs else None) for m in plan.modules
+        ),
+        proofs_written=proofs,
+    )
+
+
+def run_tree(
+    build_dir: str | os.PathLike[str],
+    *,
+    order_file: str | os.PathLike[str] | None = None,
+    suffix: str | None = None,
+    proofs: bool = True,
+    root_out: str | os.PathLike[str] | None = None,
+    c_out: str | os.PathLike[str] | None = None,
+    kernel: str | os.PathLike[str] | None = None,
+    byteorder: ByteOrder | None = None,
+    workers: int | None = None,
+    progress: Progress = no_progress,
+) -> TreeResult:
+    """``vmpatch tree``: plan, hash, then write proofs, the root file and the C file.
+
+    Everything that can be refused is refused before the first write: the
+    output targets, modules.order and every module, and the byte order of
+    ``root_out`` (asked of ``kernel``, ``BUILD_DIR/vmlinux`` or ``byteorder``,
+    never the host's).
+    """
+    from vmpatch.fs.atomic import check_target
+
+    targets = [Path(t) for t in (root_out, c_out) if t is not None]
+    for target in targets:
+        check_target(target)
+    plan = plan_tree(build_dir, order_file=order_file, suffix=suffix)
+    order: ByteOrder | None = None
+    if root_out is not None:
+        order = target_byteorder(kernel=kernel, build_dir=plan.build_dir, byteorder=byteorder)
+    with progress("hashing modules", len(plan.modules)) as done:
+        merkle = build_tree(plan, workers=workers, progress=done)
+    if proofs:
+        write_proofs(plan, merkle)
+    if root_out is not None and order is not None:
+        atomic_write(root_out, merkle.root.encode(order))
+    if c_out is not None:
+        atomic_write(c_out, root_c_source(merkle.root).encode())
+    return replace(
+        tree_result(plan, merkle, proofs=proofs),
+        root_out=Path(root_out) if root_out is not None else None,
+        c_out=Path(c_out) if c_out is not None else None,
+        byteorder=order,
     )

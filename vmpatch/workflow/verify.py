@@ -13,20 +13,151 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmpatch.elf.kernel import kernel_model
-from vmpatch.errors import UsageError
-from vmpatch.verdict import KernelModel, Verdict, kernel_verdict
+from vmpatch.errors import EXIT_MISMATCH, UsageError, VmpatchError
+from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.verdict import KernelModel, Pkcs7Support, Verdict, VerdictKind, kernel_verdict
+from vmpatch.workflow.results import FileError, most_severe
 
-__all__ = ["FileVerdict", "kernel_model", "modules_of_build_dir", "verify_files"]
+if TYPE_CHECKING:
+    from vmpatch.workflow.tree import Progress
+
+__all__ = [
+    "ModuleVerdict",
+    "VerdictCounts",
+    "VerifyReport",
+    "kernel_model",
+    "modules_of_build_dir",
+    "run_verify",
+    "verify_files",
+]
 
 
 @dataclass(frozen=True)
-class FileVerdict:
+class ModuleVerdict:
+    """The kernel's verdict on one module file, as ``verify`` reports it."""
+
     path: Path
-    verdict: Verdict
+    verdict: VerdictKind
+    errno: str | None
+    load_result: str
+    lockdown_result: str
+    position: int | None
+    trailer: dict[str, object]  # {"kind", "position", "levels"}
+    reason: str
+
+    @classmethod
+    def of(cls, path: Path, verdict: Verdict) -> ModuleVerdict:
+        return cls(
+            path=path,
+            verdict=verdict.verdict,
+            errno=verdict.errno,
+            load_result=verdict.load_result,
+            lockdown_result=verdict.lockdown_result,
+            position=verdict.position,
+            trailer={
+                "kind": verdict.trailer,
+                "position": verdict.position,
+                "levels": verdict.proof_levels,
+            },
+            reason=verdict.reason,
+        )
+
+    @property
+    def loads(self) -> bool:
+        """Whether the module loads (or may: UNCHECKED is not a failure)."""
+        return self.verdict is not VerdictKind.REJECT
+
+
+@dataclass(frozen=True)
+class VerdictCounts:
+    """ACCEPT, REJECT and UNCHECKED counted apart, and files that gave an error."""
+
+    accept: int
+    reject: int
+    unchecked: int
+    error: int
+
+    @property
+    def checked(self) -> int:
+        """Modules whose verdict vmpatch decided (ACCEPT or REJECT)."""
+        return self.accept + self.reject
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``vmpatch verify`` found: the kernel it judged against, then every file.
+
+    ``levels``/``root``/``placeholder`` are None for an image without
+    ``.module_hashes``; ``placeholder`` is True for an image whose root is
+    still the blank record the build links in (never patched: every proof
+    is refused).
+    """
+
+    json_skip = ("root_record",)
+    json_extra = (
+        ("levels", "levels"),
+        ("root", "root_hex"),
+        ("placeholder", "placeholder"),
+        ("nothing_checked", "nothing_checked"),
+    )
+
+    kernel: Path
+    module_hashes: bool
+    root_record: ModuleHashesRoot | None
+    pkcs7_support: Pkcs7Support
+    modules: tuple[ModuleVerdict | FileError, ...]
+    counts: VerdictCounts  # of every module judged, also when only failures are listed
+    failures_only: bool = False  # modules lists only what does not load
+
+    @property
+    def levels(self) -> int | None:
+        return self.root_record.levels if self.root_record else None
+
+    @property
+    def root_hex(self) -> str | None:
+        return self.root_record.digest.hex() if self.root_record else None
+
+    @property
+    def placeholder(self) -> bool | None:
+        return self.root_record.is_placeholder if self.root_record else None
+
+    @property
+    def total(self) -> int:
+        counts = self.counts
+        return counts.checked + counts.unchecked + counts.error
+
+    @property
+    def nothing_checked(self) -> bool:
+        """True when no module got a verdict vmpatch decided (all UNCHECKED or errors)."""
+        return self.total > 0 and self.counts.checked == 0
+
+    @property
+    def exit_code(self) -> int:
+        """The most severe outcome: an error's code, else 1 for a REJECT, else 0."""
+        codes = [m.error.exit_code for m in self.modules if isinstance(m, FileError)]
+        if self.counts.reject:
+            codes.append(EXIT_MISMATCH)
+        return most_severe(codes)
+
+    def failures(self) -> VerifyReport:
+        """The same report listing only what does not load (REJECTs and errors); same counts."""
+        kept = tuple(m for m in self.modules if isinstance(m, FileError) or not m.loads)
+        return replace(self, modules=kept, failures_only=True)
+
+
+def count_verdicts(results: Sequence[ModuleVerdict | FileError]) -> VerdictCounts:
+    kinds = [m.verdict if isinstance(m, ModuleVerdict) else None for m in results]
+    return VerdictCounts(
+        accept=kinds.count(VerdictKind.ACCEPT),
+        reject=kinds.count(VerdictKind.REJECT),
+        unchecked=kinds.count(VerdictKind.UNCHECKED),
+        error=kinds.count(None),
+    )
 
 
 def modules_of_build_dir(
@@ -59,16 +190,23 @@ def verify_files(
     max_size: int | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
-) -> list[FileVerdict]:
-    """The kernel's verdict for every module file, in the order given."""
+) -> list[ModuleVerdict | FileError]:
+    """The kernel's verdict for every module file, in the order given.
+
+    A file that cannot be read (not a module, a corrupt ``.ko.xz``) is a
+    :class:`FileError` among the verdicts: one bad file hides no other.
+    """
     from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
     from vmpatch.merkle import default_workers
 
     limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
 
-    def judge(path: Path) -> FileVerdict:
-        content = read_module(path, max_size=limit)
-        return FileVerdict(path, kernel_verdict(content.data, kernel))
+    def judge(path: Path) -> ModuleVerdict | FileError:
+        try:
+            content = read_module(path, max_size=limit)
+        except VmpatchError as err:
+            return FileError.of(path, err)
+        return ModuleVerdict.of(path, kernel_verdict(content.data, kernel))
 
     results = []
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -77,3 +215,39 @@ def verify_files(
             if progress:
                 progress(done)
     return results
+
+
+def run_verify(
+    kernel: str | os.PathLike[str],
+    paths: Sequence[str | os.PathLike[str]] = (),
+    *,
+    modules_dir: str | os.PathLike[str] | None = None,
+    suffix: str | None = None,
+    max_size: int | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """``vmpatch verify``: the modules named and those of ``modules_dir``, judged by ``kernel``.
+
+    Errors about the whole command (no modules, a bad kernel, a bad
+    modules.order) are raised; an unreadable module is one entry of the report.
+    """
+    from vmpatch.errors import UsageError
+    from vmpatch.workflow.tree import no_progress
+
+    files = [Path(p) for p in paths]
+    if modules_dir is not None:
+        files += modules_of_build_dir(modules_dir, suffix)
+    if not files:
+        raise UsageError(None, "no modules given: name them, or use --modules DIR")
+    model = kernel_model(kernel)
+    with (progress or no_progress)("verifying modules", len(files)) as done:
+        results = verify_files(model, files, max_size=max_size, workers=workers, progress=done)
+    return VerifyReport(
+        kernel=Path(kernel),
+        module_hashes=model.merkle,
+        root_record=model.root if model.merkle else None,
+        pkcs7_support=model.pkcs7,
+        modules=tuple(results),
+        counts=count_verdicts(results),
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,8 +66,11 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) ->
     show(table)
 
 
-def _emit(documents: list[dict[str, Any]], single: bool) -> None:
-    emit_json(documents[0] if single and len(documents) == 1 else documents)
+@dataclass(frozen=True)
+class ModuleResults:
+    """The document of a ``ko`` command: one entry per module, a list whatever their number."""
+
+    modules: tuple[Any, ...]
 
 
 def _echo(line: str) -> None:
@@ -133,7 +137,7 @@ def append(
         max_size=max_decompressed,
     )
     if json_:
-        _emit([result.to_dict()], single=True)
+        emit_json("ko append", ModuleResults((result,)))
     else:
         _table("ko append", _APPEND_COLUMNS, _append_rows([result]))
 
@@ -191,7 +195,7 @@ def append_tree(
         max_size=max_decompressed,
     )
     if json_:
-        _emit([r.to_dict() for r in results], single=False)
+        emit_json("ko append-tree", ModuleResults(tuple(results)))
     else:
         _table(f"ko append-tree {build_dir}", _APPEND_COLUMNS, _append_rows(results))
 
@@ -223,7 +227,7 @@ def strip_proof(
         raise UsageError(None, "--output takes exactly one MODULE")
     results = [run(m, all_trailers=all_, output=output, max_size=max_decompressed) for m in modules]
     if json_:
-        _emit([r.to_dict() for r in results], single=True)
+        emit_json("ko strip-proof", ModuleResults(tuple(results)))
         return
     rows = [
         [
@@ -276,14 +280,9 @@ def strip(
     else:
         raise UsageError(None, "give MODULE... or --tree BUILD_DIR")
     if json_:
-        emit_json(
-            {
-                "install_mod_strip": install_mod_strip,
-                "program": program,
-                "record": str(record) if record is not None else None,
-                "modules": [m.to_dict() for m in made],
-            }
-        )
+        from vmpatch.workflow.strip_tree import StripReport
+
+        emit_json("ko strip", StripReport(install_mod_strip, program, record, tuple(made)))
         return
     _table("ko strip", ("module", "stripped"), [[str(m.source), str(m.stripped)] for m in made])
     if record is not None:

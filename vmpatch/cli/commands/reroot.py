@@ -14,42 +14,6 @@ from vmpatch.cli.output import emit_json, plain, warn
 from vmpatch.errors import UsageError
 
 
-def _document(report: Any) -> dict[str, Any]:
-    return {
-        "path": str(report.directory),
-        "layout": report.layout.value,
-        "state": report.state,
-        "dry_run": report.dry_run,
-        "levels": report.root.levels,
-        "root": report.root.digest.hex(),
-        "kernels": [
-            {"path": str(k.path), "written": str(k.written), "changed": k.changed}
-            for k in report.kernels
-        ],
-        "modules": [
-            {
-                "position": m.position,
-                "path": m.path,
-                "codec": m.codec,
-                "action": m.action.value,
-                "extra": m.extra,
-                "removed": list(m.removed),
-                "verdict": m.verdict,
-                "reason": m.reason,
-            }
-            for m in report.modules
-        ],
-        "module_count": sum(1 for m in report.modules if m.position is not None),
-        "files_rewritten": report.files_rewritten,
-        "bytes_hashed": report.bytes_hashed,
-        "seconds": round(report.seconds, 3),
-        "stale_temporaries_removed": report.stale_temporaries_removed,
-        "dropped_xattrs": report.dropped_xattrs,
-        "compressor": report.compressor,
-        "warnings": report.warnings,
-    }
-
-
 @app.command(cls=Command)
 def reroot(
     directory: Annotated[
@@ -142,7 +106,7 @@ def reroot(
         for context, _ in bars.values():
             context.__exit__(None, None, None)
     if json_:
-        emit_json(_document(report))
+        emit_json("reroot", report)
         return 0
     in_tree = [m for m in report.modules if m.position is not None]
     counts: dict[str, int] = {}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -15,8 +15,11 @@ from vmpatch.cli.options import (
     MaxDecompressedOption,
     WorkersOption,
 )
-from vmpatch.cli.output import emit_json, plain, show
-from vmpatch.errors import EXIT_MISMATCH, UsageError
+from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
+from vmpatch.errors import UsageError
+
+if TYPE_CHECKING:
+    from vmpatch.workflow.verify import VerifyReport
 
 
 @app.command(cls=Command)
@@ -52,52 +55,30 @@ def tree(
 ) -> int:
     """Hash every module of modules.order, build the tree, write the proofs and the root."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.fs.atomic import atomic_write
-    from vmpatch.workflow.tree import (
-        build_tree,
-        plan_tree,
-        root_c_source,
-        target_byteorder,
-        write_proofs,
-    )
+    from vmpatch.workflow.tree import run_tree
 
     if byteorder not in (None, "little", "big"):
         raise UsageError(None, f"--byteorder must be little or big, not {byteorder!r}")
     order_arg: Literal["little", "big"] | None = byteorder  # type: ignore[assignment]
-    from vmpatch.fs.atomic import check_target
-
-    for target in (root_out, c_out):
-        if target is not None:
-            check_target(target)  # before any proof is written
-    plan = plan_tree(build_dir, order_file=order, suffix=suffix)
-    order_bytes = None
-    if root_out is not None:  # decided before any hashing or writing
-        order_bytes = target_byteorder(kernel=kernel, build_dir=build_dir, byteorder=order_arg)
-    with progress_bar("hashing modules", len(plan.modules)) as done:
-        merkle = build_tree(plan, workers=workers, progress=done)
-    root = merkle.root
-    if not no_proofs:
-        write_proofs(plan, merkle)
-    if root_out is not None and order_bytes is not None:
-        atomic_write(root_out, root.encode(order_bytes))
-    if c_out is not None:
-        atomic_write(c_out, root_c_source(root).encode())
+    result = run_tree(
+        build_dir,
+        order_file=order,
+        suffix=suffix,
+        proofs=not no_proofs,
+        root_out=root_out,
+        c_out=c_out,
+        kernel=kernel,
+        byteorder=order_arg,
+        workers=workers,
+        progress=progress_bar,
+    )
     if json_:
-        emit_json(
-            {
-                "build_dir": str(plan.build_dir),
-                "levels": root.levels,
-                "root": root.digest.hex(),
-                "modules": len(plan.modules),
-                "suffix": plan.suffix,
-                "proofs_written": not no_proofs,
-            }
-        )
+        emit_json("tree", result)
     else:
         plain(
-            f"modules {len(plan.modules)}",
-            f"levels  {root.levels}",
-            f"root    {root.digest.hex()}",
+            f"modules {result.module_count}",
+            f"levels  {result.levels}",
+            f"root    {result.root_hex}",
         )
     return 0
 
@@ -121,66 +102,91 @@ def verify(
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="With --modules: module suffix.")] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
+    failures: Annotated[
+        bool, typer.Option("--failures", help="List only the modules that do not load.")
+    ] = False,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Print one line of counts instead of the table.")
+    ] = False,
     json_: JsonOption = False,
 ) -> int:
     """Tell, for each module, whether the kernel will load it, and why not."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.workflow.verify import kernel_model, modules_of_build_dir, verify_files
+    from vmpatch.workflow.verify import run_verify
 
-    paths = list(modules or [])
-    if modules_dir is not None:
-        paths += modules_of_build_dir(modules_dir, suffix)
-    if not paths:
-        raise UsageError(None, "no modules given: name them, or use --modules DIR")
-    model = kernel_model(kernel)
-    with progress_bar("verifying modules", len(paths)) as done:
-        results = verify_files(model, paths, max_size=max_decompressed, progress=done)
-    rejected = sum(1 for r in results if r.verdict.verdict == "REJECT")
+    if summary and json_:
+        raise UsageError(None, "--summary is a one-line human form; --json always has the counts")
+    report = run_verify(
+        kernel,
+        modules or [],
+        modules_dir=modules_dir,
+        suffix=suffix,
+        max_size=max_decompressed,
+        progress=progress_bar,
+    )
+    shown = report.failures() if failures else report
+    file_errors(report.modules)
     if json_:
-        emit_json(
-            {
-                "kernel": str(kernel),
-                "module_hashes": model.merkle,
-                "levels": model.root.levels,
-                "root": model.root.digest.hex(),
-                "pkcs7_support": model.pkcs7.value,
-                "rejected": rejected,
-                "modules": [
-                    {
-                        "path": str(r.path),
-                        "verdict": r.verdict.verdict,
-                        "errno": r.verdict.errno,
-                        "load_result": r.verdict.load_result,
-                        "lockdown_result": r.verdict.lockdown_result,
-                        "position": r.verdict.position,
-                        "trailer": r.verdict.trailer,
-                        "reason": r.verdict.reason,
-                    }
-                    for r in results
-                ],
-            }
-        )
+        emit_json("verify", shown)
+    elif summary:
+        plain(_summary_line(report))
     else:
-        from rich.table import Table
-
-        title = (
-            f"kernel root levels={model.root.levels} {model.root.digest.hex()}"
-            if model.merkle
-            else "kernel without MODULE_HASHES (no .module_hashes section)"
+        _verify_table(shown)
+        show(_summary_line(report))
+    judged = report.total - report.counts.error  # files that got a verdict at all
+    if report.placeholder and judged:
+        warn(
+            f"{report.kernel}: its root is still the blank placeholder (levels 0, all-zero "
+            "hash): the image was never patched, so every proof is refused; run vmpatch patch"
         )
-        table = Table(title=title)
-        for column in ("module", "verdict", "errno", "load (enforcing)", "reason"):
-            table.add_column(column, overflow="fold")
-        for r in results:
-            v = r.verdict
-            style = {"ACCEPT": "green", "REJECT": "red"}.get(v.verdict, "yellow")
-            table.add_row(
-                str(r.path),
-                f"[{style}]{v.verdict}[/]",
-                v.errno or "-",
-                v.load_result,
-                v.reason,
-            )
-        show(table)
-        show(f"{len(results) - rejected} of {len(results)} modules accepted or unchecked")
-    return EXIT_MISMATCH if rejected else 0
+    if report.nothing_checked and report.counts.unchecked:
+        warn(
+            "nothing was checked: no module got a verdict vmpatch could decide "
+            "(PKCS#7 signatures need the kernel's keyring)"
+        )
+    return report.exit_code
+
+
+def _summary_line(report: VerifyReport) -> str:
+    """One line that counts ACCEPT, REJECT and UNCHECKED apart and says what was checked."""
+    counts = report.counts
+    total = report.total
+    parts = [
+        f"{counts.accept} accepted",
+        f"{counts.reject} rejected",
+        f"{counts.unchecked} unchecked",
+    ]
+    if counts.error:
+        parts.append(f"{counts.error} unreadable")
+    line = f"{total} modules: " + ", ".join(parts)
+    if report.nothing_checked:
+        line += "; nothing was checked"
+    elif counts.unchecked:
+        line += f"; {counts.checked} of {total} checked"
+    return line
+
+
+def _verify_table(report: VerifyReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vmpatch.workflow.results import FileError
+
+    if not report.module_hashes:
+        title = "kernel without MODULE_HASHES (no .module_hashes section)"
+    else:
+        title = f"kernel root levels={report.levels} {report.root_hex}"
+        if report.placeholder:
+            title += " (blank placeholder: never patched)"
+    table = Table(title=title)
+    for column in ("module", "verdict", "errno", "load (enforcing)", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in report.modules:
+        if isinstance(r, FileError):
+            table.add_row(escape(str(r.path)), "[red]ERROR[/]", "-", "-", escape(r.error.reason))
+            continue
+        style = {"ACCEPT": "green", "REJECT": "red"}.get(r.verdict, "yellow")
+        table.add_row(
+            escape(str(r.path)), f"[{style}]{r.verdict}[/]", r.errno or "-", r.load_result, r.reason
+        )
+    show(table)

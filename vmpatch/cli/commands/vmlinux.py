@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,55 +15,37 @@ from vmpatch.cli.options import (
     MaxDecompressedOption,
     WorkersOption,
 )
-from vmpatch.cli.output import emit_json, plain, show, warn
-from vmpatch.errors import EXIT_INPUT, UsageError
+from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
+from vmpatch.errors import UsageError
 
-_MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst", ".ko.stripped")
-
-
-def _is_module(path: Path) -> bool:
-    """Modules by name, or relocatable ELF files whatever their name."""
-    if path.name.endswith(_MODULE_SUFFIXES):
-        return True
-    from vmpatch.errors import InputError
-    from vmpatch.fs.atomic import open_input
-
-    try:
-        with open_input(path) as f:
-            head = f.read(18)
-    except (OSError, InputError):
-        return False  # the reader that follows says what is wrong with it
-    if head[:4] != b"\x7fELF" or len(head) < 18:
-        return False
-    e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
-    return e_type == 1  # ET_REL
+if TYPE_CHECKING:
+    from vmpatch.elf.vmlinux import ImageReport
+    from vmpatch.workflow.patch import RootSource
 
 
 def _hex(value: int) -> str:
     return f"{value:#x}"
 
 
-def _vmlinux_rows(report: dict[str, object]) -> list[tuple[str, str]]:
-    sec = report["section"]
-    sym = report["symbol"]
-    assert isinstance(sec, dict)
+def _vmlinux_rows(report: ImageReport) -> list[tuple[str, str]]:
+    sec, sym = report.section, report.symbol
     rows = [
-        ("machine", f"{report['machine']} ({report['class']}, {report['byteorder']} endian)"),
-        ("section", f"{sec['name']} [{sec['index']}] {sec['type']} flags {sec['flags']}"),
-        ("file offset", _hex(sec["offset"])),
-        ("address", _hex(sec["address"])),
-        ("size", f"{sec['size']} bytes (align {sec['addralign']})"),
+        ("machine", f"{report.machine} ({report.elf_class}, {report.byteorder} endian)"),
+        ("section", f"{sec.name} [{sec.index}] {sec.type} flags {sec.flags}"),
+        ("file offset", _hex(sec.offset)),
+        ("address", _hex(sec.address)),
+        ("size", f"{sec.size} bytes (align {sec.addralign})"),
         (
             "symbol",
             "absent"
             if sym is None
-            else f"{sym['name']} at {_hex(sym['value'])}, {sym['size']} bytes"  # type: ignore[index]
-            + ("" if report["symbol_matches_section"] else " (disagrees with the section)"),
+            else f"{sym.name} at {_hex(sym.value)}, {sym.size} bytes"
+            + ("" if report.symbol_matches_section else " (disagrees with the section)"),
         ),
     ]
-    if report["supported"]:
-        state = "blank placeholder (levels 0, all-zero hash)" if report["placeholder"] else "set"
-        rows += [("levels", str(report["levels"])), ("root", str(report["root"])), ("state", state)]
+    if report.supported:
+        state = "blank placeholder (levels 0, all-zero hash)" if report.placeholder else "set"
+        rows += [("levels", str(report.levels)), ("root", str(report.root_hex)), ("state", state)]
     return rows
 
 
@@ -90,45 +72,38 @@ def inspect(
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
 ) -> int:
     """Show where an image keeps its module-hash root, or what trailer a module carries."""
-    from vmpatch.elf.vmlinux import locate, location_report
+    from vmpatch.elf.vmlinux import ImageReport
+    from vmpatch.workflow.inspect import run_inspect
+    from vmpatch.workflow.results import FileError
 
-    documents: list[dict[str, object]] = []
-    tables: list[tuple[str, list[tuple[str, str]], list[str]]] = []
-    for path in files:
-        if _is_module(path):
-            from vmpatch.ko.report import module_report
-
-            module = module_report(path, max_size=max_decompressed)
-            document = module.to_dict()
-            rows = module.rows()
-        else:
-            document = location_report(locate(path))
-            rows = _vmlinux_rows(document)
-        documents.append(document)
-        warnings = document.get("warnings") or []
-        tables.append((str(path), rows, list(warnings) if isinstance(warnings, list) else []))
+    report = run_inspect(files, max_size=max_decompressed)
+    file_errors(report.files)
     if json_:
-        emit_json(documents[0] if len(documents) == 1 else documents)
-    else:
-        for title, rows, warnings in tables:
-            _print_rows(title, rows)
-            for message in warnings:
+        emit_json("inspect", report)
+        return report.exit_code
+    for entry in report.files:
+        if isinstance(entry, FileError):
+            continue
+        title = str(entry.path)
+        if isinstance(entry, ImageReport):
+            _print_rows(title, _vmlinux_rows(entry))
+            for message in entry.warnings:
                 warn(f"{title}: {message}")
-    unsupported = any(d.get("kind") == "vmlinux" and not d["supported"] for d in documents)
-    return EXIT_INPUT if unsupported else 0
+        else:
+            _print_rows(title, entry.rows())
+    return report.exit_code
 
 
 def _root_source(
     root_file: Path | None, root: str | None, levels: int | None, force: bool
-) -> tuple[object, str] | None:
+) -> RootSource | None:
     from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
     from vmpatch.workflow.patch import RootSource, decode_root_file
 
     if root_file is not None:
         if root is not None or levels is not None:
             raise UsageError(None, "--root-file excludes --root/--levels")
-        raw = decode_root_file(root_file)
-        return RootSource(raw=raw, origin=str(root_file), force=force), str(root_file)
+        return RootSource(raw=decode_root_file(root_file), origin=str(root_file), force=force)
     if root is None and levels is None:
         return None
     if root is None or levels is None:
@@ -143,7 +118,7 @@ def _root_source(
         decoded = ModuleHashesRoot(levels, digest)
     except ValueError as err:
         raise UsageError(None, f"--levels: {err}") from err
-    return RootSource(root=decoded, origin="--root/--levels", force=force), "--root/--levels"
+    return RootSource(root=decoded, origin="--root/--levels", force=force)
 
 
 @app.command(cls=Command)
@@ -185,46 +160,26 @@ def patch(
     json_: JsonOption = False,
 ) -> int:
     """Write a new root into .module_hashes, in place or into --output copies."""
-    from vmpatch.workflow.patch import RootSource, apply_patches, plan_patches
+    from vmpatch.cli.progress import progress_bar
+    from vmpatch.workflow.patch import run_patch
 
-    chosen = _root_source(root_file, root, levels, force)
-    plan = tree = None
-    if from_tree is not None:
-        if chosen is not None:
-            raise UsageError(None, "--from-tree excludes --root-file and --root/--levels")
-        from vmpatch.cli.progress import progress_bar
-        from vmpatch.workflow.tree import build_tree, plan_tree
-
-        plan = plan_tree(from_tree, suffix=suffix)
-        with progress_bar("hashing modules", len(plan.modules)) as done:
-            tree = build_tree(plan, workers=workers, progress=done)
-        source = RootSource(root=tree.root, origin=f"tree of {from_tree}")
-    elif chosen is None:
-        raise UsageError(None, "give the root: --root-file, --root with --levels, or --from-tree")
-    else:
-        source = chosen[0]  # type: ignore[assignment]
-    plans = plan_patches(images, source, outputs=output)  # validates every image first
-    if plan is not None and tree is not None and not no_proofs:
-        from vmpatch.workflow.tree import write_proofs
-
-        write_proofs(plan, tree)
-    results = apply_patches(plans)
-    documents = [
-        {
-            "path": str(r.source),
-            "written": str(r.written),
-            "offset": r.offset,
-            "old": r.old.hex(),
-            "new": r.new.hex(),
-            "changed": r.changed,
-            "byteorder": r.byteorder,
-        }
-        for r in results
-    ]
+    source = _root_source(root_file, root, levels, force)
+    if from_tree is not None and source is not None:
+        raise UsageError(None, "--from-tree excludes --root-file and --root/--levels")
+    report = run_patch(
+        images,
+        source,
+        from_tree=from_tree,
+        outputs=output,
+        suffix=suffix,
+        proofs=not no_proofs,
+        workers=workers,
+        progress=progress_bar,
+    )
     if json_:
-        emit_json(documents[0] if len(documents) == 1 else documents)
+        emit_json("patch", report)
     else:
-        for r in results:
+        for r in report.images:
             what = "patched" if r.changed else "already carries this root"
             where = "" if r.written == r.source else f" -> {r.written}"
             plain(f"{r.source}{where}: {what} at offset {r.offset:#x}")

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``vmpatch inspect``: describe each file given, an image or a module, whatever the others are.
+
+Each file is told apart by name or ELF type (a module is ``ET_REL``) and read
+by its own reporter (:mod:`vmpatch.elf.vmlinux` or :mod:`vmpatch.ko.report`).
+A file that cannot be read is reported as an error entry and the rest are
+still described (issue 8.7); the run's exit code is the most severe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vmpatch.errors import EXIT_INPUT, InputError, VmpatchError
+from vmpatch.workflow.results import FileError, most_severe
+
+if TYPE_CHECKING:
+    from vmpatch.elf.vmlinux import ImageReport
+    from vmpatch.ko.report import ModuleReport
+
+__all__ = ["InspectReport", "is_module", "run_inspect"]
+
+_MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst", ".ko.stripped")
+
+
+def is_module(path: Path) -> bool:
+    """Modules by name, or relocatable ELF files whatever their name."""
+    if path.name.endswith(_MODULE_SUFFIXES):
+        return True
+    from vmpatch.elf.constants import ElfType
+    from vmpatch.fs.atomic import open_input
+
+    try:
+        with open_input(path) as f:
+            head = f.read(18)
+    except (OSError, InputError):
+        return False  # the reader that follows says what is wrong with it
+    if head[:4] != b"\x7fELF" or len(head) < 18:
+        return False
+    e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
+    return e_type == ElfType.ET_REL
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """One entry per file, in the order given."""
+
+    files: tuple[ImageReport | ModuleReport | FileError, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """An error's code; 2 for an image without a supported root; else 0."""
+        from vmpatch.elf.vmlinux import ImageReport
+
+        codes = [f.error.exit_code for f in self.files if isinstance(f, FileError)]
+        codes += [EXIT_INPUT for f in self.files if isinstance(f, ImageReport) and not f.supported]
+        return most_severe(codes)
+
+
+def run_inspect(
+    paths: Sequence[str | os.PathLike[str]], *, max_size: int | None = None
+) -> InspectReport:
+    """Describe every file of ``paths``; a file that cannot be read is a FileError entry."""
+    from vmpatch.elf.vmlinux import locate, location_report
+    from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
+    from vmpatch.ko.report import module_report
+
+    limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
+    entries: list[ImageReport | ModuleReport | FileError] = []
+    for name in paths:
+        path = Path(name)
+        try:
+            if is_module(path):
+                entries.append(module_report(path, max_size=limit))
+            else:
+                entries.append(location_report(locate(path)))
+        except VmpatchError as err:
+            entries.append(FileError.of(path, err))
+    return InspectReport(tuple(entries))
