@@ -12,6 +12,7 @@ wrong on a fresh machine.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
 from pathlib import Path
@@ -26,18 +27,29 @@ CITATION = re.compile(r"docs/format\.md[\s#*]*section\s+(\d+)", re.IGNORECASE)
 #: A numbered top-level section of docs/format.md: "## 3. Title".
 HEADING = re.compile(r"^## (\d+)\. (.+)$", re.MULTILINE)
 
-_SKIP_DIRS = {".git", ".venv", "__pycache__", "testdata", ".mypy_cache", ".ruff_cache"}
+#: Not the project's own text: VCS data, environments, build output, test data.
+_SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    "testdata",
+    ".mypy_cache",
+    ".ruff_cache",
+    "build",
+    "dist",
+}
 _TEXT_SUFFIXES = {".py", ".md", ".txt", ".toml", ".cfg", ".1", ".sh", ""}
 
 
 def _text_files() -> list[tuple[Path, str]]:
-    """Every text file of the project that may cite the spec (not the test data)."""
+    """Every text file of the project that may cite the spec, with its text."""
     found = []
-    for path in sorted(ROOT.rglob("*")):
-        rel = path.relative_to(ROOT)
-        if any(part in _SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts):
-            continue
-        if path.is_file() and path.suffix in _TEXT_SUFFIXES:
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
+        for name in sorted(files):
+            path = Path(top) / name
+            if path.suffix not in _TEXT_SUFFIXES:
+                continue
             try:
                 found.append((path, path.read_text(encoding="utf-8")))
             except UnicodeDecodeError:
