@@ -34,7 +34,7 @@ ROOT_HEX = "ab" * 32
 
 #: Environment variables that change colour or terminal detection in rich;
 #: removed so that each test states the terminal it means.
-_TERMINAL_VARS = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+_TERMINAL_VARS = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "TERM")
 
 
 def _script() -> str | None:

@@ -5,7 +5,7 @@ Two records exist. kbuild (patch 14 of the series) writes the build-time
 INSTALL_MOD_STRIP as ``CONFIG_MODULE_INSTALL_STRIP`` into
 ``include/config/auto.conf``; vmpatch's ``vmpatch ko strip --tree`` writes
 ``vmpatch-strip.json``, which also names the strip program and its version
-(docs/format.md, "INSTALL_MOD_STRIP"). Both are read here, standard library only.
+(docs/format.md section 5). Both are read here, standard library only.
 """
 
 from __future__ import annotations
