@@ -46,17 +46,29 @@ class Run(subprocess.CompletedProcess[Any]):
         return json.loads(self.stdout)
 
 
-def python_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+#: Extra variables for a child; a value of None removes the variable.
+Env = Mapping[str, str | None]
+
+
+def _merged(base: dict[str, str], env: Env | None) -> dict[str, str]:
+    for key, value in (env or {}).items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return base
+
+
+def python_env(env: Env | None = None) -> dict[str, str]:
     """This checkout first on ``PYTHONPATH``, no terminal variables, then ``env``."""
     full = {k: v for k, v in os.environ.items() if k not in TERMINAL_VARS}
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    full.update(env or {})
-    return full
+    return _merged(full, env)
 
 
-def tool_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def tool_env(env: Env | None = None) -> dict[str, str]:
     """The caller's environment under the C locale, then ``env``."""
-    return {**os.environ, "LC_ALL": "C", "LANG": "C", **(env or {})}
+    return _merged({**os.environ, "LC_ALL": "C", "LANG": "C"}, env)
 
 
 def unprivileged_prefix() -> list[str]:
@@ -131,7 +143,7 @@ def vmpatch_argv(*args: Arg) -> list[str]:
 
 def vmpatch(
     *args: Arg,
-    env: Mapping[str, str] | None = None,
+    env: Env | None = None,
     cwd: Arg | None = None,
     timeout: float | None = 120,
     program: Sequence[str] | None = None,
@@ -142,7 +154,7 @@ def vmpatch(
     return execute(argv, env=python_env(env), cwd=cwd, timeout=timeout, unprivileged=unprivileged)
 
 
-def spawn_vmpatch(*args: Arg, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn_vmpatch(*args: Arg, env: Env | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m vmpatch ARGS`` without waiting, output discarded (to be killed)."""
     return subprocess.Popen(
         vmpatch_argv(*args),
@@ -153,14 +165,14 @@ def spawn_vmpatch(*args: Arg, env: Mapping[str, str] | None = None) -> subproces
     )
 
 
-def pipe_vmpatch(*args: Arg, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def pipe_vmpatch(*args: Arg, env: Env | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m vmpatch ARGS`` with stdout and stderr as pipes the test reads."""
     return subprocess.Popen(
         vmpatch_argv(*args), env=python_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
-def hook(*args: Arg, env: Mapping[str, str] | None = None, unprivileged: bool = False) -> Run:
+def hook(*args: Arg, env: Env | None = None, unprivileged: bool = False) -> Run:
     """``python -m vmpatch.hook ARGS``, the lean ``vmpatch-ko-append``, as kbuild runs it."""
     return execute(
         [sys.executable, "-m", "vmpatch.hook", *map(str, args)],
@@ -172,7 +184,7 @@ def hook(*args: Arg, env: Mapping[str, str] | None = None, unprivileged: bool = 
 
 def python(
     *args: Arg,
-    env: Mapping[str, str] | None = None,
+    env: Env | None = None,
     cwd: Arg | None = None,
     check: bool = False,
     unprivileged: bool = False,
@@ -192,7 +204,7 @@ def tool(
     *argv: Arg,
     check: bool = True,
     text: bool = False,
-    env: Mapping[str, str] | None = None,
+    env: Env | None = None,
     cwd: Arg | None = None,
     input: str | bytes | None = None,
     stdout: int | IO[Any] | None = subprocess.PIPE,

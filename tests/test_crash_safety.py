@@ -308,7 +308,7 @@ def test_append_survives_sigkill(tmp_path: Path, codec: str, size: int) -> None:
             assert module.read_bytes() == final, "appended, but not the reference's bytes"
         return state, temp_files(work, before, [module])
 
-    result = sweep(["ko", "append", module, proof], duration, reset=reset, check=check)
+    result = sweep(["ko", "append", module, proof], duration, reset=reset, check=check, watch=work)
     print(f"\nko append {module.name}: {result.summary()}")
     assert result.states["original"] >= 1  # the immediate kill
     assert result.complete == "appended"
@@ -337,7 +337,7 @@ def test_strip_proof_survives_sigkill(tmp_path: Path) -> None:
         state = file_state(module, "", MODULE_MODE, states)
         return state, temp_files(work, before, [module])
 
-    result = sweep(["ko", "strip-proof", module], duration, reset=reset, check=check)
+    result = sweep(["ko", "strip-proof", module], duration, reset=reset, check=check, watch=work)
     print(f"\nko strip-proof: {result.summary()}")
     assert result.states["with trailer"] >= 1
     assert result.complete == "stripped"
@@ -411,7 +411,9 @@ def test_patch_output_survives_sigkill(tmp_path: Path, padding: int) -> None:
         state = output_state(new, reference, IMAGE_MODE)
         return state, temp_files(out, before | {new.name}, [new])
 
-    result = sweep(["patch", *root, "--output", new, image], duration, reset=reset, check=check)
+    result = sweep(
+        ["patch", *root, "--output", new, image], duration, reset=reset, check=check, watch=out
+    )
     print(f"\npatch --output ({padding} bytes padding): {result.summary()}")
     assert result.states["absent"] >= 1
     assert result.complete == "complete"
@@ -436,7 +438,7 @@ def test_patch_in_place_survives_sigkill(tmp_path: Path) -> None:
         state = file_state(image, "", IMAGE_MODE, states)
         return state, temp_files(directory, {image.name}, [image])
 
-    result = sweep(["patch", *root, image], duration, reset=reset, check=check)
+    result = sweep(["patch", *root, image], duration, reset=reset, check=check, watch=directory)
     print(f"\npatch in place: {result.summary()}")
     assert result.states["original"] >= 1
     assert result.complete == "patched"
@@ -520,7 +522,7 @@ def test_tree_survives_sigkill(tmp_path: Path, kind: str) -> None:
         workers_gone(str(build), outlived)
         return tree_state(build, before, proofs, modules)
 
-    result = sweep([*args, build], duration, reset=reset, check=check)
+    result = sweep([*args, build], duration, reset=reset, check=check, watch=build)
     print(
         f"\ntree {kind}: {result.summary()}; a process outlived the parent "
         f"{len(outlived)}x, at most {max(outlived, default=0):.3f}s"
@@ -606,5 +608,5 @@ def test_strip_tree_survives_sigkill(tmp_path: Path) -> None:
         state, temps = tree_state(build, before, outputs, modules)
         return state.replace("proofs", "outputs"), temps
 
-    result = sweep(args, duration, reset=reset, check=check)
+    result = sweep(args, duration, reset=reset, check=check, watch=build)
     print(f"\nko strip --tree: {result.summary()}")
