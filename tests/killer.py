@@ -36,7 +36,7 @@ from vmpatch.fs.atomic import TEMP_MARK
 FRACTIONS = 20
 
 #: The share of landed kills that must fall inside the write window by default.
-WINDOW_SHARE = 0.2
+WINDOW_SHARE = 0.15
 
 
 def timed_run(*args: str | os.PathLike[str]) -> float:
