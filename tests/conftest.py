@@ -9,11 +9,13 @@ test instead, so CI can never go green by skipping what matters.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from clirun import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "testdata"
@@ -43,3 +45,29 @@ def require_tool(name: str, package: str | None = None) -> str:
 @pytest.fixture
 def testdata() -> Path:
     return TESTDATA
+
+
+@functools.cache
+def tool_version(name: str) -> str | None:
+    """The first line of ``NAME --version`` under ``LC_ALL=C``, or None when absent."""
+    path = shutil.which(name)
+    if path is None:
+        return None
+    done = tool(path, "--version", text=True, check=False)
+    return (done.stdout.splitlines() or [f"{name}: no --version output"])[0]
+
+
+def pytest_report_header() -> list[str]:
+    """Name the oracles' versions: readelf's answers are evidence, so say whose they are."""
+    return [f"oracle readelf: {tool_version('readelf') or 'NOT INSTALLED'} (run under LC_ALL=C)"]
+
+
+@pytest.fixture(scope="session")
+def readelf() -> str:
+    """``readelf``'s path, for tests that judge by it: absent, the test fails (never skips)."""
+    path = shutil.which("readelf")
+    if path is None:
+        pytest.fail("readelf is the oracle and is not installed (apt-get install binutils)")
+    version = tool_version("readelf")
+    assert version and "GNU readelf" in version, f"{path} is not GNU readelf: {version}"
+    return path

@@ -9,20 +9,22 @@ change single header fields (``sh_type``, ``sh_size``, ``st_value``, ...) in a
 copy, so each broken input differs from a good one by exactly the defect a
 test wants vmpatch to refuse.
 
-Field offsets follow ``Elf32_Shdr``/``Elf64_Shdr`` and ``Elf32_Sym``/``Elf64_Sym``
-(include/uapi/linux/elf.h); the byte order is the one ``readelf -h`` prints.
+Field offsets come from :mod:`elfwriter`'s one table of ``Elf{32,64}_Ehdr``,
+``_Shdr`` and ``_Sym`` fields (include/uapi/linux/elf.h); the byte order is
+the one ``readelf -h`` prints. readelf always runs under ``LC_ALL=C`` (through
+:func:`clirun.tool`), the locale its output is parsed in.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from clirun import Run, tool_text, vmpatch
+from elfwriter import field_offset, record_size
 
 __all__ = [
     "ARCHES",
@@ -39,6 +41,7 @@ __all__ = [
     "readelf_facts",
     "rename_section",
     "run_vmpatch",
+    "set_header_field",
     "set_section_field",
     "set_symbol_field",
     "tail_merge_symbol_name",
@@ -47,34 +50,6 @@ __all__ = [
 
 SECTION = ".module_hashes"
 SYMBOL = "module_hashes_root"
-
-#: Elf{32,64}_Shdr field -> (offset, width) per ELF class.
-_SHDR_FIELDS: dict[int, dict[str, tuple[int, int]]] = {
-    32: {
-        "sh_name": (0, 4),
-        "sh_type": (4, 4),
-        "sh_flags": (8, 4),
-        "sh_addr": (12, 4),
-        "sh_offset": (16, 4),
-        "sh_size": (20, 4),
-    },
-    64: {
-        "sh_name": (0, 4),
-        "sh_type": (4, 4),
-        "sh_flags": (8, 8),
-        "sh_addr": (16, 8),
-        "sh_offset": (24, 8),
-        "sh_size": (32, 8),
-    },
-}
-
-#: Elf{32,64}_Sym field -> (offset, width) per ELF class.
-_SYM_FIELDS: dict[int, dict[str, tuple[int, int]]] = {
-    32: {"st_name": (0, 4), "st_value": (4, 4), "st_size": (8, 4), "st_shndx": (14, 2)},
-    64: {"st_name": (0, 4), "st_shndx": (6, 2), "st_value": (8, 8), "st_size": (16, 8)},
-}
-
-_WIDTH_CODE = {2: "H", 4: "I", 8: "Q"}
 
 # "  [ 5] .module_hashes    PROGBITS        ffffffff810011a0 0021a0 000024 00   A  0   0 32"
 _SECTION_LINE = re.compile(
@@ -101,9 +76,7 @@ def binutils_tool(name: str) -> str:
 
 
 def _run(*args: str) -> str:
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(args)} failed: {done.stderr}"
-    return done.stdout
+    return tool_text(*args)
 
 
 @dataclass(frozen=True)
@@ -261,6 +234,15 @@ def _peek(path: Path, offset: int, fmt: str) -> int:
     return int(struct.unpack(fmt, raw)[0])
 
 
+def set_header_field(facts: ElfFacts, target: Path, field: str, value: int) -> int:
+    """Overwrite ELF header field ``field`` (``e_shoff``, ``e_shentsize``...); return the old."""
+    offset, code = field_offset("Ehdr", facts.elfclass, field)
+    fmt = facts.prefix + code
+    old = _peek(target, offset, fmt)
+    _poke(target, offset, fmt, value)
+    return old
+
+
 def set_section_field(
     facts: ElfFacts, target: Path, field: str, value: int, *, name: str = SECTION
 ) -> int:
@@ -268,9 +250,9 @@ def set_section_field(
 
     ``facts`` describe the pristine image ``target`` was copied from.
     """
-    where, width = _SHDR_FIELDS[facts.elfclass][field]
+    where, code = field_offset("Shdr", facts.elfclass, field)
     offset = facts.shdr_offset(facts.section(name).index) + where
-    fmt = facts.prefix + _WIDTH_CODE[width]
+    fmt = facts.prefix + code
     old = _peek(target, offset, fmt)
     _poke(target, offset, fmt, value)
     return old
@@ -281,10 +263,10 @@ def set_symbol_field(
 ) -> int:
     """Overwrite ``field`` of symbol ``name``'s ``.symtab`` entry in ``target``; return the old."""
     symtab = facts.section(".symtab")
-    entsize = 24 if facts.elfclass == 64 else 16
-    where, width = _SYM_FIELDS[facts.elfclass][field]
+    entsize = record_size("Sym", facts.elfclass)
+    where, code = field_offset("Sym", facts.elfclass, field)
     offset = symtab.offset + facts.symbol(name).num * entsize + where
-    fmt = facts.prefix + _WIDTH_CODE[width]
+    fmt = facts.prefix + code
     old = _peek(target, offset, fmt)
     _poke(target, offset, fmt, value)
     return old
@@ -294,11 +276,9 @@ def rename_section(facts: ElfFacts, target: Path, new_name: str, *, name: str = 
     """Rename section ``name`` in ``.shstrtab`` (same length), found through its ``sh_name``."""
     assert len(new_name) == len(name)
     shstrtab = next(s for s in facts.sections if s.index == facts.shstrndx)
-    where, width = _SHDR_FIELDS[facts.elfclass]["sh_name"]
+    where, code = field_offset("Shdr", facts.elfclass, "sh_name")
     sh_name = _peek(
-        target,
-        facts.shdr_offset(facts.section(name).index) + where,
-        facts.prefix + _WIDTH_CODE[width],
+        target, facts.shdr_offset(facts.section(name).index) + where, facts.prefix + code
     )
     at = shstrtab.offset + sh_name
     with open(target, "r+b") as f:
@@ -389,14 +369,6 @@ def image_ids(testdata: Path) -> list[str]:
     return ids
 
 
-def run_vmpatch(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_vmpatch(root: Path, *args: str) -> Run:
     """``python -m vmpatch ARGS`` from the repository ``root``, output captured as text."""
-    env = dict(os.environ, NO_COLOR="1", TERM="dumb", COLUMNS="300")
-    return subprocess.run(
-        [sys.executable, "-m", "vmpatch", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return vmpatch(*args, cwd=root, env={"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "300"})

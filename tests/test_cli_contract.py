@@ -14,15 +14,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import clirun
 import pytest
+from clirun import Run, python, tool, vmpatch
 from conftest import ROOT, TESTDATA, require
 
 from vmpatch import FORMAT_VERSION, __version__
@@ -31,10 +31,6 @@ VMLINUX = TESTDATA / "x86_64" / "vmlinux"
 VMLINUX_BE = TESTDATA / "s390x" / "vmlinux"
 KBUILD = TESTDATA / "kbuild-x86_64"
 ROOT_HEX = "ab" * 32
-
-#: Environment variables that change colour or terminal detection in rich;
-#: removed so that each test states the terminal it means.
-_TERMINAL_VARS = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "TERM")
 
 
 def _script() -> str | None:
@@ -59,25 +55,15 @@ def _command(runner: str) -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _TERMINAL_VARS}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
+    """Variables a test sets on top of the runner's terminal-free environment."""
+    return dict(extra)
 
 
 def run(
     *args: str | os.PathLike[str], runner: str = "module", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+) -> Run:
     """Run vmpatch with ``args``; never raises on a non-zero exit."""
-    return subprocess.run(
-        [*_command(runner), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env if env is not None else _env(),
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    return vmpatch(*args, program=_command(runner), env=env, cwd=ROOT)
 
 
 def _command_paths() -> Iterator[tuple[str, ...]]:
@@ -95,8 +81,9 @@ def _command_paths() -> Iterator[tuple[str, ...]]:
     return walk(typer.main.get_command(app), ())
 
 
-def _assert_one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+def _assert_one_error_line(result: Run, *needles: str) -> str:
     """Exit 2, nothing on stdout, exactly one ``error:`` line naming ``needles``."""
+    assert needles and all(needles), "without an expected message any error line would pass"
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -111,22 +98,60 @@ def _assert_one_error_line(result: subprocess.CompletedProcess[str], *needles: s
 # --- packaging ------------------------------------------------------------------
 
 
-def test_every_package_is_installed() -> None:
+def _shipped_packages(listing: list[str], prefix: str = "") -> set[str]:
+    """Dotted package names with an ``__init__.py`` among archive members (minus ``prefix``)."""
+    return {
+        ".".join(Path(name[len(prefix) :]).parent.parts)
+        for name in listing
+        if name.startswith(prefix) and name.endswith("/__init__.py")
+    }
+
+
+def test_every_package_is_installed(tmp_path: Path) -> None:
     """The console scripts live in sub-packages; a wheel without them has no CLI at all.
 
-    Editable installs and PYTHONPATH runs hide this, so it is checked from the
-    packaging metadata: every directory with an ``__init__.py`` must be shipped.
+    Editable installs and PYTHONPATH runs hide this, so a real wheel and sdist
+    are built from a copy of the sources (``pip wheel --no-deps``, setuptools'
+    own ``build_sdist``) and listed: every directory under ``vmpatch/`` with an
+    ``__init__.py`` must be in both, whatever discovery pyproject.toml uses.
     """
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = config.get("tool", {}).get("setuptools", {}).get("packages")
-    if packages is None or isinstance(packages, dict):  # automatic or `find` discovery
-        return
+    import tarfile
+    import zipfile
+
     present = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "vmpatch").rglob("__init__.py")
         if "__pycache__" not in init.parts
     }
-    assert sorted(present - set(packages)) == []
+    # The layers ARCHITECTURE.md names: a discovery rule that dropped one would
+    # otherwise only show up as a smaller `present`.
+    layers = {"records", "fs", "elf", "boot", "ko", "workflow", "cli", "cli.commands"}
+    assert {f"vmpatch.{layer}" for layer in layers} <= present, present
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "testdata", "__pycache__")
+    )
+    dist = tmp_path / "dist"
+    built = python("-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = dist.glob("vmpatch-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = _shipped_packages(archive.namelist())
+    assert sorted(present - in_wheel) == [], wheel
+    require(
+        python("-c", "import setuptools.build_meta").returncode == 0,
+        "setuptools is not installed in this interpreter (pip install setuptools)",
+    )
+    made = python(
+        "-c",
+        f"from setuptools import build_meta; print(build_meta.build_sdist({str(dist)!r}))",
+        cwd=source,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    sdist = dist / made.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as archive:
+        in_sdist = _shipped_packages(archive.getnames(), sdist.name.removesuffix(".tar.gz") + "/")
+    assert sorted(present - in_sdist) == [], sdist
 
 
 # --- --version, --help ---------------------------------------------------------
@@ -159,44 +184,55 @@ def test_not_elf(tmp_path: Path) -> None:
     """A non-ELF input is bad input: exit 2 and one `error: FILE: reason` line."""
     junk = tmp_path / "not-an-elf-file-with-a-rather-long-name-to-tempt-line-wrapping.bin"
     junk.write_text("hello\n")
-    _assert_one_error_line(run("inspect", junk), str(junk))
+    _assert_one_error_line(run("inspect", junk), f"error: {junk}: not an ELF file")
 
 
 def test_missing_file(tmp_path: Path) -> None:
     """A file that does not exist is the user's input problem (exit 2), not the system's."""
     missing = tmp_path / "no" / "such" / "vmlinux"
-    _assert_one_error_line(run("inspect", missing), str(missing))
+    _assert_one_error_line(
+        run("inspect", missing), f"error: {missing}: cannot read: No such file or directory"
+    )
 
 
 def test_short_root_hex() -> None:
     """`--root` of the wrong length is refused before any file is opened."""
-    line = _assert_one_error_line(run("patch", "--root", "ab", "--levels", "1", "X"), "--root")
-    assert "64" in line
+    _assert_one_error_line(
+        run("patch", "--root", "ab", "--levels", "1", "X"),
+        "error: --root must be 32 bytes (64 hex digits)",
+    )
 
 
 def test_patch_without_root_source() -> None:
     """`patch` must be told where the root comes from; it never guesses."""
-    _assert_one_error_line(run("patch", VMLINUX), "--root-file", "--from-tree")
+    _assert_one_error_line(
+        run("patch", VMLINUX),
+        "error: give the root: --root-file, --root with --levels, or --from-tree",
+    )
 
 
 def test_excluding_root_sources(tmp_path: Path) -> None:
     """Two root sources at once are a usage error, whatever the order of options."""
     result = run("patch", "--root", ROOT_HEX, "--levels", "1", "--from-tree", KBUILD, VMLINUX)
-    _assert_one_error_line(result, "--from-tree")
+    _assert_one_error_line(result, "error: --from-tree excludes --root-file and --root/--levels")
 
 
 @pytest.mark.parametrize(
-    "args",
-    [("inspect", "--no-such-option", str(VMLINUX)), ("patch", "--root", ROOT_HEX)],
+    ("args", "message"),
+    [
+        (("inspect", "--no-such-option", str(VMLINUX)), "error: No such option: --no-such-option"),
+        (("patch", "--root", ROOT_HEX), "error: Missing argument 'images'."),
+    ],
     ids=["unknown-option", "missing-argument"],
 )
-def test_parser_errors(args: tuple[str, ...]) -> None:
+def test_parser_errors(args: tuple[str, ...], message: str) -> None:
     """Errors found by the option parser follow the same contract as vmpatch's own.
 
     typer 0.26+ raises its vendored copy of click's exceptions, not click's:
     both must map to exit 2, never to the "bug" exit 70.
     """
-    _assert_one_error_line(run(*args))
+    line = _assert_one_error_line(run(*args), message)
+    assert line.endswith("(hint: see vmpatch --help)"), line
 
 
 def test_debug_traceback(tmp_path: Path) -> None:
@@ -340,7 +376,11 @@ def test_verify_rejects_with_exit_1(patched_tree: Path) -> None:
     assert first["errno"] is None
     assert isinstance(first["position"], int)
     assert second["verdict"] == "REJECT"
-    assert second["errno"] in ("ENODATA", "EKEYREJECTED")
+    # kernel/module/signing.c: a module without the signature marker fails
+    # module_sig_check() with -ENODATA ("unsigned module"), which an enforcing
+    # kernel turns into -EKEYREJECTED for the load: errno and load result are
+    # two fields, each with exactly one value.
+    assert (second["errno"], second["load_result"]) == ("ENODATA", "EKEYREJECTED"), second
     for entry in (first, second):
         assert {"verdict", "errno", "load_result", "position", "reason"} <= entry.keys()
 
@@ -375,15 +415,13 @@ def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
         directory.chmod(0o700)
         return
     chattr = shutil.which("chattr")
-    made = chattr is not None and (
-        subprocess.run([chattr, "+i", str(directory)], capture_output=True).returncode == 0
-    )
+    made = chattr is not None and (tool(chattr, "+i", directory, check=False).returncode == 0)
     if not made:
         require(False, "running as root and chattr +i is unavailable (apt-get install e2fsprogs)")
     try:
         yield directory
     finally:
-        subprocess.run([str(chattr), "-i", str(directory)], check=True)
+        tool(str(chattr), "-i", directory)
 
 
 def test_unwritable_output_exits_3(unwritable_dir: Path) -> None:
@@ -417,14 +455,7 @@ HEAVY = ("elftools", "lief", "zstandard", "asn1crypto", "rich.table", "rich.prog
 
 def _imported(code_or_args: list[str]) -> set[str]:
     """Module names that ``python -X importtime ...`` reports importing."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", *code_or_args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        check=False,
-    )
+    result = python("-X", "importtime", *code_or_args, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     names = set()
     for line in result.stderr.splitlines():
@@ -463,9 +494,7 @@ def test_hook_imports_no_third_party_module() -> None:
         "for name in sorted(set(sys.modules) - before):\n"
         "    print(name, getattr(sys.modules[name], '__file__', None) or '')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=False
-    )
+    result = python("-c", code)
     assert result.returncode == 0, result.stderr
     site_dirs = {
         os.path.realpath(p)
@@ -504,31 +533,16 @@ def test_decompression_limit_applies_to_append_and_the_hook(tmp_path: Path) -> N
     require(xz is not None, "xz is not installed (apt-get install xz-utils)")
     tree = tmp_path / "t"
     shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
-    assert (
-        subprocess.run(
-            [sys.executable, "-m", "vmpatch", "tree", str(tree)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
+    assert vmpatch("tree", tree).returncode == 0
     module = tree / "lib" / "crc_toy.ko"
-    subprocess.run([str(xz), "--check=crc32", str(module)], check=True)
+    tool(str(xz), "--check=crc32", module)
     packed = module.with_name("crc_toy.ko.xz")
     before = packed.read_bytes()
     proof = tree / "lib" / "crc_toy.merkle"
-    for argv in (
-        [sys.executable, "-m", "vmpatch", "ko", "append", "--max-decompressed", "1000"],
-        [sys.executable, "-m", "vmpatch.hook", "--max-decompressed", "1000"],
+    for run in (
+        vmpatch("ko", "append", "--max-decompressed", "1000", packed, proof),
+        clirun.hook("--max-decompressed", "1000", packed, proof),
     ):
-        run = subprocess.run(
-            [*argv, str(packed), str(proof)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
         assert run.returncode == 2, run.stderr
         assert "1000" in run.stderr and "Traceback" not in run.stderr
         assert packed.read_bytes() == before

@@ -4,34 +4,30 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT, require_tool
+import clirun
+from clirun import Run, tool
+from conftest import require_tool
 from test_kotool import cli_compress, cli_decompress, make_tree, modules, patched_vmlinux
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+ENV = {"NO_COLOR": "1", "COLUMNS": "200"}
 
 
-def vmpatch(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vmpatch", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
+def vmpatch(*args: str | Path) -> Run:
+    return clirun.vmpatch(*args, env=ENV)
 
 
-def assert_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+def assert_error(proc: Run, code: int, text: str) -> None:
+    """Exit ``code`` and one ``error:`` line that carries ``text``, the whole reason."""
+    assert text.strip(), "an empty expectation matches any message"
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert text in lines[0]
+    assert lines[0].startswith("error: "), lines[0]
+    assert text in lines[0], (text, lines[0])
 
 
 def test_append_json_twice_replace(tmp_path: Path) -> None:
@@ -48,7 +44,11 @@ def test_append_json_twice_replace(tmp_path: Path) -> None:
     proc = vmpatch("ko", "append", module, proof)
     assert proc.returncode == 0 and "unchanged" in proc.stdout
 
-    assert_error(vmpatch("ko", "append", module, other_proof), 2, "use --replace")
+    assert_error(
+        vmpatch("ko", "append", module, other_proof),
+        2,
+        f"{module}: already carries a merkle trailer; use --replace",
+    )
     assert module.read_bytes() == appended
 
     proc = vmpatch("ko", "append", "--replace", module, other_proof, "--json")
@@ -62,11 +62,19 @@ def test_append_kernel_and_strip_check(tmp_path: Path) -> None:
     image = patched_vmlinux(tmp_path, merkle)
     (module, proof), (_other, other_proof) = modules(tree)[:2]
     original = module.read_bytes()
-    assert_error(vmpatch("ko", "append", module, other_proof, "--kernel", image), 1, "would reject")
+    assert_error(
+        vmpatch("ko", "append", module, other_proof, "--kernel", image),
+        1,
+        f"{module}: the kernel would reject the result: hash mismatch at position 1",
+    )
     proc = vmpatch("ko", "append", module, proof, "--install-mod-strip", "1", "--build-dir", tree)
     assert_error(proc, 1, "INSTALL_MOD_STRIP is '1' at install time but '' at build time")
     assert module.read_bytes() == original
-    assert_error(vmpatch("ko", "append", module, proof, "--install-mod-strip", "1"), 2, "")
+    assert_error(
+        vmpatch("ko", "append", module, proof, "--install-mod-strip", "1"),
+        2,
+        "error: --install-mod-strip and --build-dir go together",
+    )
     proc = vmpatch("ko", "append", module, proof, "--kernel", image, "--json")
     assert [d["verdict"] for d in json.loads(proc.stdout)["modules"]] == ["ACCEPT"]
 
@@ -83,7 +91,11 @@ def test_append_tree_and_strip_proof(tmp_path: Path) -> None:
     assert [d["path"] for d in docs] == [str(m) for m, _ in pairs]
     proc = vmpatch("ko", "append-tree", tree)
     assert proc.returncode == 0 and "unchanged" in proc.stdout
-    assert_error(vmpatch("ko", "append-tree", tree, "--install-mod-strip", "1"), 1, "'1'")
+    assert_error(
+        vmpatch("ko", "append-tree", tree, "--install-mod-strip", "1"),
+        1,
+        f"{tree}: INSTALL_MOD_STRIP is '1' at install time but '' at build time",
+    )
 
     proc = vmpatch("ko", "strip-proof", *(m for m, _ in pairs), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -95,7 +107,7 @@ def test_append_tree_and_strip_proof(tmp_path: Path) -> None:
     assert_error(
         vmpatch("ko", "strip-proof", pairs[0][0], pairs[1][0], "--output", tmp_path / "x"),
         2,
-        "--output",
+        "error: --output takes exactly one MODULE",
     )
 
 
@@ -116,21 +128,29 @@ def test_strip_modules_like_kbuild(tmp_path: Path) -> None:
     module, _proof = modules(tree)[0]
     reference = tmp_path / "reference.ko"
     shutil.copyfile(module, reference)
-    subprocess.run([strip, "--strip-debug", str(reference)], check=True)
+    tool(strip, "--strip-debug", reference)
     proc = vmpatch("ko", "strip", "--install-mod-strip", "1", module)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith("+ strip --strip-debug ")
     stripped = module.with_name(module.name + ".stripped")
     assert stripped.read_bytes() == reference.read_bytes()
     assert len(stripped.read_bytes()) < len(module.read_bytes())
-    assert_error(vmpatch("ko", "strip", "--install-mod-strip", "1"), 2, "MODULE")
+    assert_error(
+        vmpatch("ko", "strip", "--install-mod-strip", "1"),
+        2,
+        "error: give MODULE... or --tree BUILD_DIR",
+    )
 
 
 def test_strip_tree_writes_record(tmp_path: Path) -> None:
     require_tool("strip", "binutils")
     tree, _ = make_tree(tmp_path)
     # kbuild's record says '' : a different value is refused before stripping
-    assert_error(vmpatch("ko", "strip", "--install-mod-strip", "1", "--tree", tree), 1, "auto.conf")
+    assert_error(
+        vmpatch("ko", "strip", "--install-mod-strip", "1", "--tree", tree),
+        1,
+        f"{tree}: INSTALL_MOD_STRIP is '1' now but '' in include/config/auto.conf",
+    )
     (tree / "include" / "config" / "auto.conf").unlink()
     proc = vmpatch("ko", "strip", "--install-mod-strip", "1", "--tree", tree, "--json")
     assert proc.returncode == 0, proc.stderr

@@ -25,11 +25,11 @@ import random
 import re
 import shutil
 import stat
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
+from clirun import tool
 from conftest import TESTDATA, require, require_tool
 from killer import listing, sweep, timed_run, wait_gone
 
@@ -79,7 +79,7 @@ def make_module(directory: Path, codec: str, raw: bytes) -> Path:
     if codec:
         argv, package = COMPRESS[codec]
         require_tool(argv[0], package)
-        subprocess.run([*argv, str(plain)], check=True)
+        tool(*argv, plain)
     module = directory / f"big.ko{codec}"
     assert module.is_file() and not (codec and plain.exists())
     module.chmod(MODULE_MODE)
@@ -101,7 +101,7 @@ def kernel_bytes(path: Path, codec: str) -> bytes | None:
     """What the kernel would see: the file, or its decompression (None if corrupt)."""
     if not codec:
         return path.read_bytes()
-    proc = subprocess.run([*DECOMPRESS[codec], str(path)], capture_output=True, check=False)
+    proc = tool(*DECOMPRESS[codec], path, check=False)
     return proc.stdout if proc.returncode == 0 else None
 
 
@@ -308,7 +308,7 @@ def test_append_survives_sigkill(tmp_path: Path, codec: str, size: int) -> None:
             assert module.read_bytes() == final, "appended, but not the reference's bytes"
         return state, temp_files(work, before, [module])
 
-    result = sweep(["ko", "append", module, proof], duration, reset=reset, check=check)
+    result = sweep(["ko", "append", module, proof], duration, reset=reset, check=check, watch=work)
     print(f"\nko append {module.name}: {result.summary()}")
     assert result.states["original"] >= 1  # the immediate kill
     assert result.complete == "appended"
@@ -337,7 +337,7 @@ def test_strip_proof_survives_sigkill(tmp_path: Path) -> None:
         state = file_state(module, "", MODULE_MODE, states)
         return state, temp_files(work, before, [module])
 
-    result = sweep(["ko", "strip-proof", module], duration, reset=reset, check=check)
+    result = sweep(["ko", "strip-proof", module], duration, reset=reset, check=check, watch=work)
     print(f"\nko strip-proof: {result.summary()}")
     assert result.states["with trailer"] >= 1
     assert result.complete == "stripped"
@@ -411,7 +411,9 @@ def test_patch_output_survives_sigkill(tmp_path: Path, padding: int) -> None:
         state = output_state(new, reference, IMAGE_MODE)
         return state, temp_files(out, before | {new.name}, [new])
 
-    result = sweep(["patch", *root, "--output", new, image], duration, reset=reset, check=check)
+    result = sweep(
+        ["patch", *root, "--output", new, image], duration, reset=reset, check=check, watch=out
+    )
     print(f"\npatch --output ({padding} bytes padding): {result.summary()}")
     assert result.states["absent"] >= 1
     assert result.complete == "complete"
@@ -436,7 +438,15 @@ def test_patch_in_place_survives_sigkill(tmp_path: Path) -> None:
         state = file_state(image, "", IMAGE_MODE, states)
         return state, temp_files(directory, {image.name}, [image])
 
-    result = sweep(["patch", *root, image], duration, reset=reset, check=check)
+    result = sweep(
+        ["patch", *root, image],
+        duration,
+        reset=reset,
+        check=check,
+        # In place is one pwrite of the 36-byte section (workflow/patch.py), no
+        # temp file: there is no multi-step write window to aim kills at.
+        window_share=0,
+    )
     print(f"\npatch in place: {result.summary()}")
     assert result.states["original"] >= 1
     assert result.complete == "patched"
@@ -520,7 +530,7 @@ def test_tree_survives_sigkill(tmp_path: Path, kind: str) -> None:
         workers_gone(str(build), outlived)
         return tree_state(build, before, proofs, modules)
 
-    result = sweep([*args, build], duration, reset=reset, check=check)
+    result = sweep([*args, build], duration, reset=reset, check=check, watch=build)
     print(
         f"\ntree {kind}: {result.summary()}; a process outlived the parent "
         f"{len(outlived)}x, at most {max(outlived, default=0):.3f}s"
@@ -553,7 +563,8 @@ def test_tree_hashing_workers_die_with_parent(tmp_path: Path) -> None:
         assert listing(build) == before, "a --no-proofs run left files"
         return state, temps
 
-    result = sweep(args, duration, reset=lambda: None, check=check)
+    # --no-proofs writes nothing: no write window, the workers are what is tested.
+    result = sweep(args, duration, reset=lambda: None, check=check, window_share=0)
     print(
         f"\ntree --no-proofs: {result.summary()}; workers outlived the parent "
         f"{len(outlived)}x, at most {max(outlived, default=0):.3f}s"
@@ -605,5 +616,5 @@ def test_strip_tree_survives_sigkill(tmp_path: Path) -> None:
         state, temps = tree_state(build, before, outputs, modules)
         return state.replace("proofs", "outputs"), temps
 
-    result = sweep(args, duration, reset=reset, check=check)
+    result = sweep(args, duration, reset=reset, check=check, watch=build)
     print(f"\nko strip --tree: {result.summary()}")

@@ -7,28 +7,14 @@ code on failure, and lean: the heavy CLI libraries never load.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
-from conftest import ROOT
+from clirun import Run, hook, python, traversable_dir
 from test_kotool import make_tree, modules, patched_vmlinux
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-
-def hook(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vmpatch.hook", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+def assert_one_line_error(proc: Run, code: int) -> str:
     assert proc.returncode == code, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
@@ -84,13 +70,29 @@ def test_bad_input_and_usage(tmp_path: Path) -> None:
     assert_one_line_error(hook(module, tmp_path / "missing.merkle"), 2)
     assert_one_line_error(hook(module, module), 2)  # a module is not a proof
     assert_one_line_error(hook(tmp_path / "missing.ko", proof), 2)
-    module.chmod(0o444)
-    tree.joinpath("drivers", "net").chmod(0o555)
-    try:
-        if os.geteuid() != 0:
-            assert_one_line_error(hook(module, proof), 3)
-    finally:
-        tree.joinpath("drivers", "net").chmod(0o755)
+
+
+def test_refused_write_exits_3(tmp_path: Path) -> None:
+    """The system refusing the write is exit 3, the module untouched.
+
+    Root bypasses file modes, so as root the hook runs as ``nobody`` (the
+    shared runner drops privileges) on a copy in a directory nobody can reach.
+    """
+    tree, _ = make_tree(tmp_path)
+    module, proof = modules(tree)[0]
+    with traversable_dir() as reachable:
+        directory = reachable / "drivers"
+        directory.mkdir()
+        module = Path(shutil.copy2(module, directory / module.name))
+        proof = Path(shutil.copy2(proof, reachable / proof.name))
+        for path in (module, proof):
+            path.chmod(0o444)
+        original = module.read_bytes()
+        directory.chmod(0o555)
+        line = assert_one_line_error(hook(module, proof, unprivileged=True), 3)
+        assert str(module) in line, line
+        assert module.read_bytes() == original
+        assert sorted(p.name for p in directory.iterdir()) == [module.name]
 
 
 def test_lean_imports(tmp_path: Path) -> None:
@@ -103,7 +105,5 @@ def test_lean_imports(tmp_path: Path) -> None:
         "heavy = {'typer', 'rich', 'click', 'elftools', 'zstandard', 'asn1crypto'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True
-    )
+    proc = python("-c", code, check=True)
     assert proc.stdout.strip() == "[]"

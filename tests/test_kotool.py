@@ -14,10 +14,10 @@ import os
 import random
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
+from clirun import tool
 from conftest import TESTDATA, require, require_tool
 
 from vmpatch.cli.jsonout import to_json
@@ -83,14 +83,14 @@ def cli_compress(path: Path, suffix: str) -> Path:
     comp, _dec, package = CODECS[suffix]
     require_tool(comp[0], package)
     out = path.with_name(path.name + suffix)
-    out.write_bytes(subprocess.run([*comp, str(path)], check=True, capture_output=True).stdout)
+    out.write_bytes(tool(*comp, path).stdout)
     path.unlink()
     return out
 
 
 def cli_decompress(path: Path) -> bytes:
     _comp, dec, _package = CODECS[path.suffix]
-    return subprocess.run([*dec, str(path)], check=True, capture_output=True).stdout
+    return bytes(tool(*dec, path).stdout)
 
 
 # ---------------------------------------------------------------------------
@@ -513,18 +513,12 @@ def test_module_report_real_pkcs7_then_proof(built: tuple[Path, MerkleTree]) -> 
     tree, _ = built
     module, proof = modules(tree)[1]
     work = tree.parent
-    subprocess.run(
-        [openssl, "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem"),
-         "-subj", "/CN=vmpatch test key"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    sig = subprocess.run(
-        [openssl, "cms", "-sign", "-binary", "-noattr", "-outform", "DER", "-nocerts",
-         "-md", "sha256", "-signer", str(work / "cert.pem"), "-inkey", str(work / "key.pem"),
-         "-in", str(module)],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
+    tool(openssl, "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", work / "key.pem", "-out", work / "cert.pem",
+         "-subj", "/CN=vmpatch test key")  # fmt: skip
+    sig = tool(openssl, "cms", "-sign", "-binary", "-noattr", "-outform", "DER", "-nocerts",
+               "-md", "sha256", "-signer", work / "cert.pem", "-inkey", work / "key.pem",
+               "-in", module).stdout  # fmt: skip
     original = module.read_bytes()
     module.write_bytes(original + pkcs7_like(sig))
     report = module_report(module)

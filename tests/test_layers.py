@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from clirun import python
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vmpatch"
 
@@ -48,9 +48,7 @@ def _loaded_after_import(module: str) -> list[str]:
         f"import {module}\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    out = python("-c", code, check=True).stdout
     return list(json.loads(out))
 
 

@@ -7,10 +7,8 @@ the suite instead of waiting for someone to notice.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from clirun import Run, python
 from conftest import ROOT, require
 
 SOURCES = [
@@ -24,10 +22,8 @@ SOURCES = [
 ]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+def _run(*args: str) -> Run:
+    return python("-m", *args, cwd=ROOT)
 
 
 def _available(module: str) -> bool:

@@ -9,15 +9,14 @@ mistakes (an unescaped leading dot, a stray backslash) that would make
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import clirun
 import pytest
+from clirun import python
 from conftest import ROOT, require_tool
 
 SCRIPT = ROOT / "scripts" / "make-manpage"
@@ -36,21 +35,13 @@ README_COMMANDS = (
 )
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str | None]:
     """The environment for the generator: no SOURCE_DATE_EPOCH unless asked."""
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    env.update(extra)
-    return env
+    return {"SOURCE_DATE_EPOCH": None, **extra}
 
 
 def _generate(**env: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--stdout"],
-        capture_output=True,
-        text=True,
-        env=_env(**env),
-        check=False,
-    )
+    result = python(SCRIPT, "--stdout", env=_env(**env))
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -82,7 +73,7 @@ def _rendered(tool: str) -> str:
         groff = require_tool("groff", "groff")
         cmd = [groff, "-man", "-Tutf8", "-ww", "-P-cbou", str(MANPAGE)]
         env = _env(LC_ALL="C.UTF-8")
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    result = clirun.tool(*cmd, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", f"{tool} warns about docs/vmpatch.1:\n{result.stderr}"
     text = re.sub(r".\x08", "", result.stdout)  # overstrike bold/underline, if any
@@ -103,10 +94,10 @@ def test_check_mode(tmp_path: Path) -> None:
     """`--check` is what CI and a pre-commit hook run: 0 when current, 1 when stale."""
     page = tmp_path / "vmpatch.1"
     page.write_text(_generate(), encoding="utf-8")
-    run = [sys.executable, str(SCRIPT), "--check", "--output", str(page)]
-    assert subprocess.run(run, env=_env(), capture_output=True, check=False).returncode == 0
+    run = [SCRIPT, "--check", "--output", page]
+    assert python(*run, env=_env()).returncode == 0
     page.write_text(page.read_text(encoding="utf-8") + '.\\" stale\n', encoding="utf-8")
-    stale = subprocess.run(run, env=_env(), capture_output=True, text=True, check=False)
+    stale = python(*run, env=_env())
     assert stale.returncode == 1
     assert "out of date" in stale.stderr
     assert page.read_text(encoding="utf-8").endswith("stale\n"), "--check must not write"

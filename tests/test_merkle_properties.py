@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import subprocess
-import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 import pytest
+from clirun import vmpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -273,15 +271,7 @@ def test_golden_cli(
 ) -> None:
     """``vmpatch tree BUILD_DIR --json`` end to end, as kbuild would call it."""
     build_dir = _make_build_dir(tmp_path / "build", count)
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run(
-        [sys.executable, "-m", "vmpatch", "tree", str(build_dir), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
+    done = vmpatch("tree", build_dir, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["levels"] == levels

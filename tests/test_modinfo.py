@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
+from clirun import tool, tool_text
 from conftest import require_tool
+from elfwriter import FORMS, SHF_ALLOC, Form, Section, build_elf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,16 +50,14 @@ def _build(
     c_file = tmp_path / "mod.c"
     c_file.write_text(_source() if source is None else source)
     ko = tmp_path / "mod.ko"
-    subprocess.run([gcc, "-c", "-g", "-O2", *(extra or []), "-o", str(ko), str(c_file)], check=True)
+    tool(gcc, "-c", "-g", "-O2", *(extra or []), "-o", ko, c_file)
     return ko
 
 
 def _readelf_modinfo(path: Path) -> list[str]:
     """The strings ``readelf -p .modinfo`` shows, in order."""
     readelf = require_tool("readelf", "binutils")
-    out = subprocess.run(
-        [readelf, "-p", ".modinfo", str(path)], check=True, capture_output=True, text=True
-    ).stdout
+    out = tool_text(readelf, "-p", ".modinfo", path)
     return [m.group(1) for m in re.finditer(r"^\s*\[\s*[0-9a-f]+\]\s\s(.*)$", out, re.M)]
 
 
@@ -110,7 +109,7 @@ def test_not_elf_and_not_rel(tmp_path: Path) -> None:
     c_file = tmp_path / "main.c"
     c_file.write_text("int main(void) { return 0; }\n")
     exe = tmp_path / "a.out"
-    subprocess.run([gcc, "-o", str(exe), str(c_file)], check=True)
+    tool(gcc, "-o", exe, c_file)
     with pytest.raises(InputError, match="ET_REL"):
         read_modinfo(exe.read_bytes(), exe)
 
@@ -124,42 +123,41 @@ def test_truncated_module(tmp_path: Path) -> None:
         assert str(ko) in str(err.value)
 
 
-@settings(max_examples=150, deadline=None)
-@given(offset=st.integers(min_value=0, max_value=63), value=st.integers(0, 255))
-def test_damaged_header_only_raises_input_error(offset: int, value: int) -> None:
-    data = bytearray(_FUZZ_BASE)
-    data[offset] = value
+def _fuzz_base(modinfo: bytes = b"license=GPL\0name=x\0", form: Form = FORMS[1]) -> bytes:
+    """A minimal valid ET_REL with only .modinfo (and .shstrtab), from the test ELF builder."""
+    return build_elf([Section(".modinfo", data=modinfo, flags=SHF_ALLOC)], form=form).data
+
+
+#: One fuzz base per ELF class and byte order, and the size of its ELF header.
+_FUZZ_BASES = {form.id: (_fuzz_base(form=form), 52 if form.bits == 32 else 64) for form in FORMS}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    form=st.sampled_from(sorted(_FUZZ_BASES)),
+    offset=st.integers(min_value=0, max_value=63),
+    value=st.integers(0, 255),
+)
+def test_damaged_header_only_raises_input_error(form: str, offset: int, value: int) -> None:
+    base, header_size = _FUZZ_BASES[form]
+    data = bytearray(base)
+    data[offset % header_size] = value
     try:
         read_modinfo(bytes(data), "fuzz.ko")
     except InputError as err:
         assert "fuzz.ko" in str(err)
 
 
-def _fuzz_base(modinfo: bytes = b"license=GPL\0name=x\0") -> bytes:
-    """A minimal valid ELF64 LE ET_REL with a .modinfo and .shstrtab, built by hand."""
-    import struct
-
-    shstr = b"\0.modinfo\0.shstrtab\0"
-    body = modinfo + shstr
-    shoff = 64 + len(body)
-    header = b"\x7fELF\x02\x01\x01" + bytes(9)
-    header += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 2)
-    null = bytes(64)
-    sec_modinfo = struct.pack("<IIQQQQIIQQ", 1, 1, 2, 0, 64, len(modinfo), 0, 0, 1, 0)
-    sec_shstr = struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, 64 + len(modinfo), len(shstr), 0, 0, 1, 0)
-    return header + body + null + sec_modinfo + sec_shstr
+@pytest.mark.parametrize("form", sorted(_FUZZ_BASES))
+def test_hand_built_base_is_valid(form: str) -> None:
+    base, _header_size = _FUZZ_BASES[form]
+    assert read_modinfo(base, "base.ko") == {"license": ["GPL"], "name": ["x"]}
 
 
-_FUZZ_BASE = _fuzz_base()
-
-
-def test_hand_built_base_is_valid() -> None:
-    assert read_modinfo(_FUZZ_BASE, "base.ko") == {"license": ["GPL"], "name": ["x"]}
-
-
-def test_odd_strings() -> None:
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.id)
+def test_odd_strings(form: Form) -> None:
     """Padding NULs are skipped, a string without '=' keeps an empty value, bad UTF-8 shows."""
-    data = _fuzz_base(b"\0\0flag\0author=J\xf6rg\0\0a=b=c\0")
+    data = _fuzz_base(b"\0\0flag\0author=J\xf6rg\0\0a=b=c\0", form)
     assert read_modinfo(data, "odd.ko") == {"flag": [""], "author": ["J\\xf6rg"], "a": ["b=c"]}
 
 
@@ -170,21 +168,12 @@ def _openssl_sign(tmp_path: Path, module: Path) -> tuple[bytes, str, str]:
     """Sign like sign-file does; return (DER, serial hex, subject line) from openssl."""
     openssl = require_tool("openssl", "openssl")
     key, cert, sig = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "mod.sig"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
-         "/CN=vmpatch test key/", "-days", "1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    subprocess.run(
-        [openssl, "cms", "-sign", "-binary", "-noattr", "-nocerts", "-outform", "DER",
-         "-md", "sha256", "-signer", str(cert), "-inkey", str(key), "-in", str(module),
-         "-out", str(sig)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    shown = subprocess.run(
-        [openssl, "x509", "-noout", "-serial", "-subject", "-in", str(cert)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    tool(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+         "/CN=vmpatch test key/", "-days", "1", "-keyout", key, "-out", cert)  # fmt: skip
+    tool(openssl, "cms", "-sign", "-binary", "-noattr", "-nocerts", "-outform", "DER",
+         "-md", "sha256", "-signer", cert, "-inkey", key, "-in", module,
+         "-out", sig)  # fmt: skip
+    shown = tool_text(openssl, "x509", "-noout", "-serial", "-subject", "-in", cert)
     serial = re.search(r"^serial=([0-9A-F]+)$", shown, re.M)
     subject = re.search(r"^subject=(.*)$", shown, re.M)
     assert serial and subject, shown

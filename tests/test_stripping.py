@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from clirun import tool, tool_text
 from conftest import require, require_tool
 
 from vmpatch.errors import InputError, ToolError
@@ -46,15 +46,13 @@ def _build(tmp_path: Path, name: str = "mod", n: int = 1) -> Path:
     c_file = tmp_path / f"{name}.c"
     c_file.write_text(SOURCE % n)
     ko = tmp_path / f"{name}.ko"
-    subprocess.run([gcc, "-c", "-g", "-O2", "-o", str(ko), str(c_file)], check=True)
+    tool(gcc, "-c", "-g", "-O2", "-o", ko, c_file)
     return ko
 
 
 def _sections(path: Path) -> list[str]:
     readelf = require_tool("readelf", "binutils")
-    out = subprocess.run(
-        [readelf, "-W", "-S", str(path)], check=True, capture_output=True, text=True
-    ).stdout
+    out = tool_text(readelf, "-W", "-S", path)
     names = []
     for line in out.splitlines():
         line = line.strip()
@@ -125,7 +123,7 @@ def test_strip_debug_matches_gnu_strip(tmp_path: Path) -> None:
     strip_modules(pairs, strip_options("1"), "strip", echo=echoed.append)
     for src, dst in pairs:
         ref = tmp_path / (src.name + ".ref")
-        subprocess.run([strip, "--strip-debug", "-o", str(ref), str(src)], check=True)
+        tool(strip, "--strip-debug", "-o", ref, src)
         assert dst.read_bytes() == ref.read_bytes()
         names = _sections(dst)
         assert not [n for n in names if n.startswith(".debug_")], names
@@ -147,7 +145,7 @@ def test_custom_options_match_gnu_strip(tmp_path: Path) -> None:
     strip_modules([(src, dst)], strip_options(value), "strip", echo=None)
     ref = tmp_path / "ref.ko"
     shutil.copy(src, ref)
-    subprocess.run([strip, *value.split(), str(ref)], check=True)
+    tool(strip, *value.split(), ref)
     assert dst.read_bytes() == ref.read_bytes()
     assert ".comment" not in _sections(dst)
 
@@ -180,7 +178,7 @@ def test_many_files_are_batched(tmp_path: Path) -> None:
         pairs.append((copy, tmp_path / f"c{i:02d}.ko.stripped"))
     strip_modules(pairs, ["--strip-debug"], "strip", echo=None)
     ref = tmp_path / "ref.ko"
-    subprocess.run([strip, "--strip-debug", "-o", str(ref), str(src)], check=True)
+    tool(strip, "--strip-debug", "-o", ref, src)
     for _src, dst in pairs:
         assert dst.read_bytes() == ref.read_bytes()
 
@@ -240,7 +238,7 @@ def test_llvm_strip_matches_llvm_strip_cli(tmp_path: Path) -> None:
     dst = tmp_path / "mod.ko.stripped"
     strip_modules([(src, dst)], ["--strip-debug"], llvm_strip, echo=None)
     ref = tmp_path / "ref.ko"
-    subprocess.run([llvm_strip, "--strip-debug", "-o", str(ref), str(src)], check=True)
+    tool(llvm_strip, "--strip-debug", "-o", ref, src)
     assert dst.read_bytes() == ref.read_bytes()
     assert not [n for n in _sections(dst) if n.startswith(".debug_")]
 
@@ -252,9 +250,7 @@ def test_record_roundtrip_and_format(tmp_path: Path) -> None:
     require_tool("strip", "binutils")
     record = probe_program("1", "strip")
     assert record.program_path is not None and Path(record.program_path).is_absolute()
-    version = subprocess.run(
-        ["strip", "--version"], check=True, capture_output=True, text=True
-    ).stdout.splitlines()[0]
+    version = tool_text("strip", "--version").splitlines()[0]
     assert record.version == version.strip()
     assert read_record(tmp_path) is None
     path = write_record(tmp_path, record)

@@ -21,16 +21,16 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
-import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+import clirun
 import pytest
+from clirun import python, tool_text
 from conftest import SCRIPTS, TESTDATA, require_tool
 
 SCRIPT = SCRIPTS / "make-testdata"
@@ -92,11 +92,7 @@ def make_testdata() -> ModuleType:
 
 
 def readelf(*args: str) -> str:
-    tool = require_tool("readelf", "binutils")
-    proc = subprocess.run(
-        [tool, "-W", *args], capture_output=True, text=True, check=True, env={"LC_ALL": "C"}
-    )
-    return proc.stdout
+    return tool_text(require_tool("readelf", "binutils"), "-W", *args)
 
 
 @dataclass(frozen=True)
@@ -223,13 +219,7 @@ def check_toolchain(arch: str) -> None:
 def test_rebuild_is_bit_identical(arch: str, tmp_path: Path) -> None:
     check_toolchain(arch)
     # Any working directory: the build must not depend on it.
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--arch", arch],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = python(SCRIPT, "--out", tmp_path / "out", "--arch", arch, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rebuilt = json.loads((tmp_path / "out" / "MANIFEST.json").read_text(encoding="utf-8"))
     committed = manifest()["arches"][arch]
@@ -244,13 +234,7 @@ def test_rebuild_is_bit_identical(arch: str, tmp_path: Path) -> None:
 def test_missing_toolchain_is_one_line_and_exit_2(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--arch", "s390x"],
-        env={**os.environ, "PATH": str(empty)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = python(SCRIPT, "--out", tmp_path / "out", "--arch", "s390x", env={"PATH": str(empty)})
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
@@ -386,7 +370,7 @@ def test_objcopy_fixed_point(arch: str, tmp_path: Path) -> None:
     for form in FORMS:
         src = TESTDATA / arch / form
         out = tmp_path / form
-        subprocess.run([objcopy, str(src), str(out)], check=True)
+        clirun.tool(objcopy, src, out)
         same = out.read_bytes() == src.read_bytes()
         assert same == ((arch, form) not in NOT_FIXED_POINT), (
             f"{arch}/{form}: fixed point is {same}"

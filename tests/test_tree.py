@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
-from clirun import vmpatch
+from clirun import tool, vmpatch
 from conftest import TESTDATA, require_tool
 
 KBUILD = TESTDATA / "kbuild-x86_64"
@@ -118,8 +117,8 @@ def test_c_out_compiles_to_the_root_out_bytes(
     )
     assert run.returncode == 0, run.stderr
     obj, dumped = tmp_path / "root.o", tmp_path / "dumped.bin"
-    subprocess.run([gcc, "-c", "-O2", f"-I{tmp_path / 'include'}", c_out, "-o", obj], check=True)
-    subprocess.run([objcopy, f"--dump-section=.module_hashes={dumped}", obj], check=True)
+    tool(gcc, "-c", "-O2", f"-I{tmp_path / 'include'}", c_out, "-o", obj)
+    tool(objcopy, f"--dump-section=.module_hashes={dumped}", obj)
     levels, root = reference_root(tree)
     assert dumped.read_bytes() == root_out.read_bytes() == struct.pack(fmt, levels) + root
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+import clirun
 import pytest
-from clirun import vmpatch
+from clirun import tool, vmpatch
 from conftest import TESTDATA, require_tool
 
 INFO_AT = -(12 + 28)  # struct module_signature starts 40 bytes before the end
@@ -173,7 +173,7 @@ def test_compressed_modules_are_judged_on_their_content(
     require_tool(tool, {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd"}[tool])
     ko = modules(proved)[0]
     args = {"gzip": ["gzip", "-n", "-k"], "xz": ["xz", "-k", "--check=crc32", "--lzma2=dict=1MiB"]}
-    subprocess.run([*args.get(tool, ["zstd", "-q", "-k"]), str(ko)], check=True)
+    clirun.tool(*args.get(tool, ["zstd", "-q", "-k"]), ko)
     compressed = ko.with_name(ko.name + suffix)
     assert one(proved, compressed)["verdict"] == "ACCEPT"
     if tool == "gzip":  # and a tampered payload inside a valid container is caught
@@ -196,10 +196,7 @@ def test_kernel_without_any_module_authentication(proved: Path, tmp_path: Path) 
     """No .module_hashes and no module_sig_check: no MODULE_AUTH, every module loads."""
     objcopy = require_tool("objcopy", "binutils-multiarch")
     image = tmp_path / "vmlinux.nohashes"
-    subprocess.run(
-        [objcopy, "--rename-section", ".module_hashes=.rodata.other", proved / "vmlinux", image],
-        check=True,
-    )
+    tool(objcopy, "--rename-section", ".module_hashes=.rodata.other", proved / "vmlinux", image)
     unsigned = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
     run = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0], unsigned)
     assert run.returncode == 0, run.stderr
@@ -233,7 +230,7 @@ def test_root_written_for_the_other_byte_order(tmp_path: Path) -> None:
     image, blob = tmp_path / "vmlinux", tmp_path / "le.bin"
     shutil.copy(TESTDATA / "s390x" / "vmlinux", image)
     blob.write_bytes((3).to_bytes(4, "little") + bytes(range(32)))
-    subprocess.run([objcopy, f"--update-section=.module_hashes={blob}", str(image)], check=True)
+    tool(objcopy, f"--update-section=.module_hashes={blob}", image)
     module = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
     for run in (
         vmpatch("inspect", image),

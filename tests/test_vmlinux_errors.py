@@ -19,12 +19,12 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clirun import tool
 from conftest import ROOT, TESTDATA, require, require_tool
 from elfcorrupt import (
     SECTION,
@@ -166,13 +166,7 @@ def _objcopy_40(s: Setup) -> list[str]:
     """kbuild's own tool happily grows the section: the result must still be refused."""
     payload = s.bad.parent / "forty.bin"
     payload.write_bytes(bytes(range(40)))
-    done = subprocess.run(
-        ["objcopy", f"--update-section={SECTION}={payload}", str(s.source), str(s.bad)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    tool("objcopy", f"--update-section={SECTION}={payload}", s.source, s.bad)
     assert readelf_facts(s.bad).section(SECTION).size == 40
     return [SECTION, "40 bytes"]
 
@@ -307,7 +301,7 @@ def test_patch_refuses_unwritable_image(name: str, tmp_path: Path) -> None:
         chattr = shutil.which("chattr")
         if chattr is None:
             require(False, "running as root and chattr is not installed (e2fsprogs)")
-        done = subprocess.run([chattr, "+i", str(s.bad)], capture_output=True, check=False)
+        done = tool(chattr, "+i", s.bad, check=False)
         if done.returncode != 0:
             require(False, f"running as root and chattr +i is refused here: {done.stderr!r}")
     else:
@@ -329,7 +323,7 @@ def test_patch_refuses_unwritable_image(name: str, tmp_path: Path) -> None:
             assert (s.bad.read_bytes(), s.bad.stat().st_mtime_ns) == before
     finally:
         if immutable:
-            subprocess.run(["chattr", "-i", str(s.bad)], check=False)
+            tool("chattr", "-i", s.bad, check=False)
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -348,7 +342,7 @@ def test_patch_refuses_output_into_unwritable_directory(name: str, tmp_path: Pat
     if os.geteuid() != 0:
         locked.chmod(0o555)
     elif shutil.which("chattr"):
-        immutable = subprocess.run(["chattr", "+i", str(locked)], check=False).returncode == 0
+        immutable = tool("chattr", "+i", locked, check=False).returncode == 0
     if os.geteuid() == 0 and not immutable:
         locked = tmp_path / "missing"
     bad_out = locked / "bad.out"
@@ -362,7 +356,7 @@ def test_patch_refuses_output_into_unwritable_directory(name: str, tmp_path: Pat
         )
     finally:
         if immutable:
-            subprocess.run(["chattr", "-i", str(locked)], check=False)
+            tool("chattr", "-i", locked, check=False)
         if locked.exists():
             locked.chmod(0o755)
     assert not good_out.exists(), "the good image's copy was written despite the refusal"

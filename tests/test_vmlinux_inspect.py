@@ -15,11 +15,11 @@ import random
 import re
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import tool
 from conftest import ROOT, TESTDATA, require, require_tool
 from elfcorrupt import (
     SECTION,
@@ -151,13 +151,7 @@ def test_inspect_agrees_with_binutils_after_objcopy_update(name: str, tmp_path: 
     root_file = tmp_path / "root.bin"
     root_file.write_bytes(struct.pack(facts.prefix + "I", levels) + digest)
     patched = tmp_path / "vmlinux"
-    done = subprocess.run(
-        ["objcopy", f"--update-section={SECTION}={root_file}", str(image), str(patched)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    tool("objcopy", f"--update-section={SECTION}={root_file}", image, patched)
     report = _inspect_json(patched)
     _check_against_binutils(report, patched, tmp_path)
     assert (report["levels"], report["root"]) == (levels, digest.hex())

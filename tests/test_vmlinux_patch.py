@@ -16,10 +16,10 @@ import random
 import shutil
 import stat
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
+from clirun import Run, tool
 from conftest import ROOT, TESTDATA, require_tool
 from elfcorrupt import (
     SECTION,
@@ -63,15 +63,14 @@ def _random_root(facts: ElfFacts, seed: str) -> tuple[int, bytes, bytes]:
 
 
 def _objcopy(*args: str | Path) -> None:
-    done = subprocess.run(["objcopy", *map(str, args)], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    tool("objcopy", *args)
 
 
 def _patched(original: bytes, offset: int, payload: bytes) -> bytes:
     return original[:offset] + payload + original[offset + len(payload) :]
 
 
-def _vmpatch_ok(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def _vmpatch_ok(*args: str | Path) -> Run:
     done = run_vmpatch(ROOT, *map(str, args))
     assert done.returncode == 0, f"vmpatch {args} failed: {done.stderr}"
     return done
