@@ -105,21 +105,46 @@ def verify(
         typer.Option("--modules", help="Take the modules from DIR/modules.order."),
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="With --modules: module suffix.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="The kernel's config (.config, /boot/config-*, or a build tree): decides "
+            "in-kernel decompression, its codec and MODULE_SIG_FORCE."
+        ),
+    ] = None,
+    load_path: Annotated[
+        Literal["in-kernel", "userspace"] | None,
+        typer.Option(
+            help="How compressed modules are loaded: in-kernel (finit_module with "
+            "MODULE_INIT_COMPRESSED_FILE) or userspace (kmod decompresses). "
+            "Default: as kmod chooses from the config."
+        ),
+    ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
 ) -> int:
     """Tell, for each module, whether the kernel will load it, and why not."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.workflow.verify import kernel_model, modules_of_build_dir, verify_files
+    from vmpatch.workflow.verify import (
+        LoadPath,
+        assumptions,
+        kernel_model,
+        modules_of_build_dir,
+        verify_files,
+    )
 
     paths = list(modules or [])
     if modules_dir is not None:
         paths += modules_of_build_dir(modules_dir, suffix)
     if not paths:
         raise UsageError(None, "no modules given: name them, or use --modules DIR")
-    model = kernel_model(kernel)
+    model = kernel_model(kernel, config)
+    forced = None if load_path is None else LoadPath(load_path)
     with progress_bar("verifying modules", len(paths)) as done:
-        results = verify_files(model, paths, max_size=max_decompressed, progress=done)
+        results = verify_files(
+            model, paths, max_size=max_decompressed, progress=done, load_path=forced
+        )
+    assumed = assumptions(model, forced)
     rejected = sum(1 for r in results if r.verdict.verdict == "REJECT")
     if json_:
         emit_json(
@@ -129,6 +154,9 @@ def verify(
                 "levels": model.root.levels,
                 "root": model.root.digest.hex(),
                 "pkcs7_support": model.pkcs7.value,
+                "config": model.config,
+                "module_decompress": model.decompress,
+                "assumptions": assumed,
                 "rejected": rejected,
                 "modules": [
                     {
@@ -140,6 +168,7 @@ def verify(
                         "position": r.verdict.position,
                         "trailer": r.verdict.trailer,
                         "reason": r.verdict.reason,
+                        "load_path": r.load_path.value,
                     }
                     for r in results
                 ],
@@ -167,5 +196,8 @@ def verify(
                 v.reason,
             )
         show(table)
+        paths_used = sorted({r.load_path.description for r in results})
+        for line in [f"loading path: {p}" for p in paths_used] + assumed:
+            show(f"assumes {line}" if not line.startswith("loading") else line)
         show(f"{len(results) - rejected} of {len(results)} modules accepted or unchecked")
     return EXIT_MISMATCH if rejected else 0
