@@ -126,3 +126,26 @@ def test_config_of_another_kernel_is_refused(e2e: Path, tmp_path: Path) -> None:
     cfg.write_text("CONFIG_MODULES=y\n# CONFIG_MODULE_HASHES is not set\n")
     run = vmpatch("verify", "--kernel", e2e / "vmlinux", "--config", cfg, e2e / "lib" / "crc8.ko")
     assert run.returncode == 2 and run.stderr.startswith(f"error: {cfg}: ")
+
+
+@pytest.mark.parametrize("codec", ["gzip", "xz", "zstd"])
+def test_userspace_path_reads_every_stream(codec: str) -> None:
+    """kmod decompresses the whole file: concatenated members, streams and frames."""
+    from vmpatch.ko.kdecompress import KernelRefusal, kernel_decompress, userspace_decompress
+
+    tool = {
+        "gzip": ["gzip", "-n", "-c"],
+        "xz": ["xz", "--check=crc32", "-c"],
+        "zstd": ["zstd", "-c"],
+    }
+    require_tool(tool[codec][0])
+
+    def comp(data: bytes) -> bytes:
+        return subprocess.run(tool[codec], input=data, capture_output=True, check=True).stdout
+
+    blob = comp(b"first half ") + comp(b"second half")
+    assert userspace_decompress(blob, codec, max_size=1 << 20).data == b"first half second half"
+    assert kernel_decompress(blob, codec, max_size=1 << 20).data == b"first half "
+    if codec != "gzip":  # zlib's gzread ignores trailing garbage; liblzma and libzstd do not
+        with pytest.raises(KernelRefusal):
+            userspace_decompress(blob + b"garbage!", codec, max_size=1 << 20)
