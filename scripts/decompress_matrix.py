@@ -141,6 +141,8 @@ class Case:
     codec: str  # the file's suffix codec
     build: Build
     what: str
+    ram_dependent: bool = False
+    """The kernel's errno depends on the guest's memory (boot-check gives it 256 MiB)."""
 
 
 CASES: tuple[Case, ...] = (
@@ -168,6 +170,29 @@ CASES: tuple[Case, ...] = (
         "--armthumb",
     ),
     Case("xz-bcj-ia64", "xz", "xz", _run("xz", "--check=crc32", "--ia64", "--lzma2"), "--ia64"),
+    Case("xz-bcj-arm", "xz", "xz", _run("xz", "--check=crc32", "--arm", "--lzma2"), "--arm"),
+    Case("xz-bcj-sparc", "xz", "xz", _run("xz", "--check=crc32", "--sparc", "--lzma2"), "--sparc"),
+    Case(
+        "xz-bcj-start-offset",
+        "xz",
+        "xz",
+        _run("xz", "--check=crc32", "--x86=start=16", "--lzma2"),
+        "--x86=start=16",
+    ),
+    Case(
+        "xz-two-bcj",
+        "xz",
+        "xz",
+        _run("xz", "--check=crc32", "--x86", "--arm", "--lzma2"),
+        "3 filters",
+    ),
+    Case(
+        "xz-empty-first-stream",
+        "xz",
+        "xz",
+        lambda d: _run(*KBUILD_XZ)(b"") + _run(*KBUILD_XZ)(d),
+        "an empty stream, then the module",
+    ),
     Case(
         "xz-delta", "xz", "xz", _run("xz", "--check=crc32", "--delta=dist=4", "--lzma2"), "--delta"
     ),
@@ -222,6 +247,8 @@ CASES: tuple[Case, ...] = (
         _gzip_by_hand(0x18, b"m.ko\x00note\x00"),
         "FNAME+FCOMMENT",
     ),
+    Case("gz-reserved-flags", "gzip", "gzip", _gzip_by_hand(0xE0, b""), "FLG bits 5-7 set"),
+    Case("gz-fname-flag-no-name", "gzip", "gzip", _gzip_by_hand(0x08, b""), "FNAME, no name"),
     Case("gz-zlib-format", "gzip", "gzip", lambda d: zlib.compress(d), "zlib stream named .ko.gz"),
     Case("gz-kernel-gets-xz", "gzip", "xz", _run(*KBUILD_XZ), "a .ko.xz on the gzip kernel"),
     # zstd kernel: lib/zstd
@@ -258,6 +285,14 @@ CASES: tuple[Case, ...] = (
         "zstd",
         _run("zstd", "--ultra", "-22", "--long=31"),
         "2 GiB window",
+    ),
+    Case(
+        "zst-window-256MiB",
+        "zstd",
+        "zstd",
+        _run("zstd", "--ultra", "-22", "--long=28"),
+        "256 MiB window (stdin: no content size)",
+        ram_dependent=True,
     ),
     Case("zst-kernel-gets-xz", "zstd", "xz", _run(*KBUILD_XZ), "a .ko.xz on the zstd kernel"),
     # the base kernel: no MODULE_DECOMPRESS
