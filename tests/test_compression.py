@@ -214,10 +214,9 @@ def test_truncated_stream(tmp_path: Path, codec: Codec) -> None:
             assert codec.label in str(err.value)
 
 
-@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+@pytest.mark.parametrize("codec", [Codec.XZ, Codec.ZSTD], ids=lambda c: c.label)
 def test_corrupt_stream(tmp_path: Path, codec: Codec) -> None:
-    if codec is Codec.GZIP:
-        pytest.skip("the kernel reads no gzip CRC32: see test_gzip_crc_is_not_checked")
+    """(gzip has no check the kernel reads: see test_gzip_crc_is_not_checked.)"""
     src = tmp_path / "mod.ko"
     src.write_bytes(_payload())
     blob = bytearray(_cli_compress(codec, src).read_bytes())
