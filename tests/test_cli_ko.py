@@ -179,13 +179,8 @@ def test_append_judges_a_kernel_without_module_hashes_as_verify_does(tmp_path: P
     objcopy = require_tool("objcopy", "binutils")
     tree, _ = make_tree(tmp_path)
     image = tmp_path / "vmlinux-no-hashes"
-    subprocess.run(
-        [objcopy, "--remove-section=.module_hashes", TESTDATA / "kbuild-x86_64" / "vmlinux", image],
-        check=True,
-    )
-    sections = subprocess.run(
-        ["readelf", "-S", "-W", image], capture_output=True, text=True, check=True
-    ).stdout
+    tool(objcopy, "--remove-section=.module_hashes", TESTDATA / "kbuild-x86_64" / "vmlinux", image)
+    sections = clirun.tool_text("readelf", "-S", "-W", image)
     assert ".module_hashes" not in sections
     (module, proof), (hooked, hooked_proof) = modules(tree)[:2]
     catted = tmp_path / "catted.ko"

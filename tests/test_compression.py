@@ -173,21 +173,36 @@ def test_limit_is_inclusive(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
 def test_truncated_stream(tmp_path: Path, codec: Codec) -> None:
+    """Cut streams as the kernel's decoders see them (testdata/decompress-matrix records it).
+
+    xz: refused at any cut (xz_dec_run never reaches XZ_STREAM_END). gzip:
+    refused inside the deflate data, but the 8-byte trailer is never read, so
+    a cut there loses nothing. zstd: module_zstd_decompress stops without an
+    error when the input runs out, keeping the blocks decoded so far.
+    """
+    data = _payload()
     src = tmp_path / "mod.ko"
-    src.write_bytes(_payload())
+    src.write_bytes(data)
     good = _cli_compress(codec, src)
     blob = good.read_bytes()
     for cut in (len(blob) // 2, len(blob) - 1):
         bad = tmp_path / ("cut.ko" + codec.suffix)
         bad.write_bytes(blob[:cut])
-        with pytest.raises(InputError) as err:
-            read_module(bad)
-        assert str(bad) in str(err.value)
-        assert codec.label in str(err.value)
+        if codec is Codec.ZSTD:
+            seen = read_module(bad).data  # a cut checksum still leaves every block
+            assert data.startswith(seen) and (len(seen) < len(data) or cut > len(blob) - 4)
+        elif codec is Codec.GZIP and cut == len(blob) - 1:
+            assert read_module(bad).data == data
+        else:
+            with pytest.raises(InputError) as err:
+                read_module(bad)
+            assert str(bad) in str(err.value)
+            assert codec.label in str(err.value)
 
 
-@pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
+@pytest.mark.parametrize("codec", [Codec.XZ, Codec.ZSTD], ids=lambda c: c.label)
 def test_corrupt_stream(tmp_path: Path, codec: Codec) -> None:
+    """(gzip has no check the kernel reads: see test_gzip_crc_is_not_checked.)"""
     src = tmp_path / "mod.ko"
     src.write_bytes(_payload())
     blob = bytearray(_cli_compress(codec, src).read_bytes())
@@ -204,16 +219,26 @@ def test_corrupt_stream(tmp_path: Path, codec: Codec) -> None:
     assert tool(_cli(codec), "-t", bad, check=False).returncode != 0
 
 
+def test_gzip_crc_is_not_checked(tmp_path: Path) -> None:
+    """module_gzip_decompress inflates raw deflate (-MAX_WBITS): the CRC32 is never read."""
+    data = _payload()
+    blob = bytearray(gzip.compress(data, mtime=0))
+    blob[-8] ^= 0xFF
+    path = tmp_path / "crc.ko.gz"
+    path.write_bytes(bytes(blob))
+    assert read_module(path).data == data
+    assert tool(_cli(Codec.GZIP), "-t", path, check=False).returncode
+
+
 @pytest.mark.parametrize("codec", COMPRESSED, ids=lambda c: c.label)
-def test_second_stream_and_trailing_garbage_rejected(tmp_path: Path, codec: Codec) -> None:
+def test_second_stream_and_trailing_garbage_ignored(tmp_path: Path, codec: Codec) -> None:
+    """The kernel stops at the end of the first stream, member or frame."""
     data = _payload()
     one = compress(data, codec)
-    for tail, word in ((one, "another stream"), (b"garbage!", "trailing garbage")):
-        bad = tmp_path / ("two.ko" + codec.suffix)
-        bad.write_bytes(one + tail)
-        with pytest.raises(InputError, match=word) as err:
-            read_module(bad)
-        assert str(bad) in str(err.value)
+    for tail in (compress(b"other", codec), b"garbage!"):
+        path = tmp_path / ("two.ko" + codec.suffix)
+        path.write_bytes(one + tail)
+        assert read_module(path).data == data
 
 
 @pytest.mark.parametrize(
@@ -245,9 +270,10 @@ def test_gzip_with_name_is_accepted_but_extra_fields_are_not(tmp_path: Path) -> 
     (tmp_path / "named.ko.gz").write_bytes(named)
     assert read_module(tmp_path / "named.ko.gz").data == data
     blob = bytearray(gzip.compress(data, mtime=0))
-    blob[3] |= 0x10  # FCOMMENT
+    blob[3] |= 0x10  # FCOMMENT: the kernel inflates the comment as deflate data
+    blob[10:10] = b"a comment\x00"
     (tmp_path / "comment.ko.gz").write_bytes(bytes(blob))
-    with pytest.raises(InputError, match="FCOMMENT"):
+    with pytest.raises(InputError, match="gzip module decompressor refuses it"):
         read_module(tmp_path / "comment.ko.gz")
 
 

@@ -213,9 +213,7 @@ def test_readme_exit_table_is_generated() -> None:
     block = block.split("<!-- end of exit codes -->", 1)[0]
     codes = [int(m) for m in re.findall(r"^\s*\| (\d+) \|", block, re.M)]
     assert codes == CONTRACT_CODES
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, env=_env()
-    )
+    result = python(SCRIPT, "--check")
     assert result.returncode == 0, result.stderr
 
 
@@ -226,10 +224,10 @@ def test_readme_check_catches_a_stale_table(tmp_path: Path) -> None:
     readme.write_text(text.replace("| 141 |", "| 142 |"), encoding="utf-8")
     page = tmp_path / "vmpatch.1"
     page.write_text(MANPAGE.read_text(encoding="utf-8"), encoding="utf-8")
-    run = [sys.executable, str(SCRIPT), "--check", "--output", str(page), "--readme", str(readme)]
-    result = subprocess.run(run, capture_output=True, text=True, env=_env())
+    options = ["--output", page, "--readme", readme]
+    result = python(SCRIPT, "--check", *options, env=_env())
     assert result.returncode == 1
     assert "README.md: out of date" in result.stderr
     assert "| 142 |" in readme.read_text(encoding="utf-8")
-    subprocess.run(run[:2] + run[3:], check=True, env=_env())  # regenerate
+    python(SCRIPT, *options, env=_env(), check=True)  # regenerate
     assert readme.read_text(encoding="utf-8") == text

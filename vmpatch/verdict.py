@@ -23,7 +23,14 @@ from enum import Enum, StrEnum
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import TrailerKind
 
-__all__ = ["KernelModel", "Pkcs7Support", "Verdict", "VerdictKind", "kernel_verdict"]
+__all__ = [
+    "KernelModel",
+    "Pkcs7Support",
+    "Verdict",
+    "VerdictKind",
+    "kernel_verdict",
+    "load_refused",
+]
 
 _MARKER = b"~Module signature appended~\n"  # MODULE_SIGNATURE_MARKER
 _INFO = struct.Struct(">BBBBB3sI")  # struct module_signature, 12 bytes
@@ -62,6 +69,14 @@ class KernelModel:
     root: ModuleHashesRoot
     merkle: bool = True  # CONFIG_MODULE_HASHES: the image has .module_hashes
     pkcs7: Pkcs7Support = Pkcs7Support.UNKNOWN
+    decompress: str | None = None
+    """CONFIG_MODULE_DECOMPRESS's codec ("gzip", "xz", "zstd"), "" without it, None unknown."""
+    sig_force: bool | None = None
+    """CONFIG_MODULE_SIG_FORCE, None when no config was read."""
+    xz_bcj: frozenset[int] | None = None
+    """The BCJ filter IDs its xz decoder has (CONFIG_XZ_DEC_*), None when unknown."""
+    config: str | None = None
+    """The config file these options were read from, None when none was given."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,18 @@ def _reject(errno: str, reason: str, trailer: TrailerKind, **extra: int | None) 
     else:  # EBADMSG and the rest are fatal even when nothing is enforced
         load = lockdown = errno
     return Verdict(VerdictKind.REJECT, errno, load, lockdown, reason, trailer, **extra)  # type: ignore[arg-type]
+
+
+def load_refused(errno: str, reason: str) -> Verdict:
+    """``finit_module`` fails before the module is authenticated at all.
+
+    kernel/module/main.c init_module_from_file() decompresses a
+    MODULE_INIT_COMPRESSED_FILE module before load_module() checks its
+    signature, so a decoder failure (EINVAL), a kernel without
+    MODULE_DECOMPRESS (EOPNOTSUPP) or ENOMEM is the answer whatever the
+    module carries, enforcing or not.
+    """
+    return Verdict(VerdictKind.REJECT, errno, errno, errno, reason, TrailerKind.NOT_EXAMINED)
 
 
 def _type_name(id_type: int) -> TrailerKind:

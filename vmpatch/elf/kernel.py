@@ -13,6 +13,7 @@ import os
 
 from vmpatch.elf.reader import open_elf
 from vmpatch.elf.vmlinux import SECTION_NAME, locate_in, root_of
+from vmpatch.errors import InputError
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.verdict import KernelModel, Pkcs7Support
 
@@ -23,13 +24,17 @@ __all__ = ["kernel_model"]
 _MODULE_SIG_SYMBOLS = ("module_sig_check",)
 
 
-def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
-    """The root of ``vmlinux`` and whether it has module signing.
+def kernel_model(
+    vmlinux: str | os.PathLike[str], config: str | os.PathLike[str] | None = None
+) -> KernelModel:
+    """The root of ``vmlinux``, whether it has module signing, and what ``config`` says.
 
     An image without ``.module_hashes`` is a kernel without MODULE_HASHES:
     it still has a verdict for every module (a Merkle proof is ENOPKG there,
     kernel/module/auth.c). A section that holds no valid root is an error,
-    as for ``patch``.
+    as for ``patch``. ``config`` (a .config, /boot/config-*, or a build
+    tree) adds MODULE_DECOMPRESS and its codec, MODULE_SIG_FORCE and the xz
+    BCJ filters, and answers MODULE_SIG where the image has no symbols.
     """
     with open_elf(vmlinux) as reader:  # one open: root and symbols from the same file
         has_hashes = reader.section(SECTION_NAME) is not None
@@ -40,4 +45,33 @@ def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
             pkcs7 = Pkcs7Support.YES
         else:
             pkcs7 = Pkcs7Support.NO
-    return KernelModel(root=root, merkle=has_hashes, pkcs7=pkcs7)
+    if config is None:
+        return KernelModel(root=root, merkle=has_hashes, pkcs7=pkcs7)
+    from vmpatch.ko.kdecompress import XzFilters
+    from vmpatch.records.kconfig import read_config
+
+    cfg = read_config(config)
+    if cfg.enabled("CONFIG_MODULE_HASHES") != has_hashes:
+        said = "sets" if cfg.enabled("CONFIG_MODULE_HASHES") else "does not set"
+        has = "has" if has_hashes else "has no"
+        raise InputError(
+            cfg.path,
+            f"{said} CONFIG_MODULE_HASHES but {vmlinux} {has} {SECTION_NAME} section "
+            "(is it this kernel's config?)",
+        )
+    config_sig = Pkcs7Support.YES if cfg.enabled("CONFIG_MODULE_SIG") else Pkcs7Support.NO
+    if pkcs7 is not Pkcs7Support.UNKNOWN and pkcs7 is not config_sig:
+        raise InputError(
+            cfg.path,
+            f"CONFIG_MODULE_SIG is {config_sig.value} but {vmlinux} says {pkcs7.value} "
+            "(is it this kernel's config?)",
+        )
+    return KernelModel(
+        root=root,
+        merkle=has_hashes,
+        pkcs7=config_sig,
+        decompress=cfg.module_decompress,
+        sig_force=cfg.enabled("CONFIG_MODULE_SIG_FORCE"),
+        xz_bcj=XzFilters.from_options(cfg.enabled).bcj,
+        config=str(cfg.path),
+    )

@@ -11,8 +11,9 @@ input, hence three rules here:
 * the decompressed size is bounded for every codec (a small ``.ko.zst`` can
   expand to gigabytes), and decompression stops as soon as the bound is
   exceeded instead of allocating the whole output first;
-* exactly one gzip member / xz stream / zstd frame is accepted, like the
-  kernel's in-kernel decompressor, and trailing bytes are rejected.
+* the bytes are decoded as the kernel's own module decompressor decodes them
+  (:mod:`vmpatch.ko.kdecompress`): what it refuses is refused, and what it
+  ignores after the first gzip member / xz stream / zstd frame is ignored.
 
 This module is imported by the per-module install hook, so it imports only
 the standard library at module level; ``zstandard`` is imported on first use.
@@ -24,7 +25,6 @@ import enum
 import gzip
 import lzma
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ __all__ = [
     "compress",
     "decompress",
     "read_module",
+    "read_raw",
 ]
 
 DEFAULT_MAX_DECOMPRESSED = 256 * 1024 * 1024
@@ -59,17 +60,6 @@ XZ_DICT_SIZE = 1024 * 1024
 
 ZSTD_LEVEL = 3
 """The zstd CLI's default level; kbuild runs ``zstd -T0`` without a level."""
-
-_OUTPUT_CHUNK = 1024 * 1024
-"""Largest piece of output requested from a decompressor at once."""
-
-_ZSTD_INPUT_CHUNK = 256
-"""Compressed bytes fed to zstd per call.
-
-``ZstdDecompressionObj.decompress`` has no output limit, so the input is fed
-in small pieces instead: a zstd RLE block turns 4 input bytes into at most
-128 KiB, so one call can overshoot the bound by at most 8 MiB.
-"""
 
 
 class Codec(enum.Enum):
@@ -150,114 +140,6 @@ def _too_big(path: Path, max_size: int) -> InputError:
     )
 
 
-def _corrupt(path: Path, codec: Codec, what: str) -> InputError:
-    return InputError(path, f"corrupt {codec.label} data: {what}")
-
-
-def _check_gzip_header(path: Path, data: bytes) -> None:
-    """Refuse gzip header fields the kernel's module decompressor cannot skip.
-
-    ``kernel/module/decompress.c`` parses the 10-byte header itself and only
-    understands the FNAME flag (bit 3); FHCRC, FEXTRA and FCOMMENT (bits 1, 2,
-    4) would make it inflate header bytes as data and reject the module.
-    """
-    if len(data) < 10:
-        raise _corrupt(path, Codec.GZIP, "truncated header")
-    if data[2] != 8:
-        raise _corrupt(path, Codec.GZIP, f"compression method {data[2]} is not deflate")
-    flags = data[3]
-    if flags & ~0x09:
-        raise InputError(
-            path,
-            f"gzip header flags {flags:#04x} use FHCRC/FEXTRA/FCOMMENT, which the kernel "
-            "cannot parse",
-        )
-
-
-def _gunzip(path: Path, data: bytes, max_size: int) -> bytes:
-    _check_gzip_header(path, data)
-    dec = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out: list[bytes] = []
-    total = 0
-    pending = data
-    try:
-        while not dec.eof:
-            piece = dec.decompress(pending, min(_OUTPUT_CHUNK, max_size + 1 - total))
-            pending = dec.unconsumed_tail
-            total += len(piece)
-            if total > max_size:
-                raise _too_big(path, max_size)
-            if not piece and not pending and not dec.eof:
-                raise _corrupt(path, Codec.GZIP, "truncated stream")
-            out.append(piece)
-    except zlib.error as err:
-        raise _corrupt(path, Codec.GZIP, str(err)) from None
-    _check_trailing(path, Codec.GZIP, dec.unused_data)
-    return b"".join(out)
-
-
-def _unxz(path: Path, data: bytes, max_size: int) -> bytes:
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    out: list[bytes] = []
-    total = 0
-    pending = data
-    try:
-        while not dec.eof:
-            piece = dec.decompress(pending, min(_OUTPUT_CHUNK, max_size + 1 - total))
-            pending = b""
-            total += len(piece)
-            if total > max_size:
-                raise _too_big(path, max_size)
-            if dec.needs_input and not dec.eof:
-                raise _corrupt(path, Codec.XZ, "truncated stream")
-            out.append(piece)
-    except lzma.LZMAError as err:
-        raise _corrupt(path, Codec.XZ, str(err)) from None
-    _check_trailing(path, Codec.XZ, dec.unused_data)
-    return b"".join(out)
-
-
-def _unzstd(path: Path, data: bytes, max_size: int) -> bytes:
-    import zstandard  # lazy: keeps the install hook's import cheap
-
-    try:
-        declared = zstandard.frame_content_size(data)
-    except zstandard.ZstdError as err:
-        raise _corrupt(path, Codec.ZSTD, str(err)) from None
-    if declared > max_size:
-        raise _too_big(path, max_size)
-    dec = zstandard.ZstdDecompressor().decompressobj()
-    out: list[bytes] = []
-    total = 0
-    offset = 0
-    try:
-        while not dec.eof and offset < len(data):
-            piece = dec.decompress(data[offset : offset + _ZSTD_INPUT_CHUNK])
-            offset += _ZSTD_INPUT_CHUNK
-            total += len(piece)
-            if total > max_size:
-                raise _too_big(path, max_size)
-            out.append(piece)
-    except zstandard.ZstdError as err:
-        raise _corrupt(path, Codec.ZSTD, str(err)) from None
-    if not dec.eof:
-        raise _corrupt(path, Codec.ZSTD, "truncated frame")
-    _check_trailing(path, Codec.ZSTD, dec.unused_data + data[offset:])
-    return b"".join(out)
-
-
-def _check_trailing(path: Path, codec: Codec, rest: bytes) -> None:
-    """Refuse anything after the first stream: the kernel decodes only one."""
-    if not rest:
-        return
-    what = "another stream" if rest.startswith(codec.magic) else "trailing garbage"
-    raise InputError(
-        path,
-        f"{len(rest)} bytes of {what} after the first {codec.label} stream "
-        "(the kernel decompresses exactly one)",
-    )
-
-
 def decompress(
     data: bytes,
     codec: Codec,
@@ -265,31 +147,43 @@ def decompress(
     path: str | os.PathLike[str] = "<memory>",
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
 ) -> bytes:
-    """Decompress one stream of ``codec`` in memory, bounded by ``max_size`` bytes.
+    """The bytes a kernel that decompresses ``codec`` itself verifies, bounded by ``max_size``.
 
-    ``path`` only names the data in error messages. The magic bytes must match
-    ``codec``. Raises :class:`InputError` for corrupt, truncated or oversized
-    data and for bytes after the stream.
+    Decoding follows the kernel's own decompressor
+    (:func:`vmpatch.ko.kdecompress.kernel_decompress`): only the first
+    stream, member or frame counts and what follows it is ignored, as the
+    kernel ignores it. ``path`` only names the data in error messages. The
+    magic bytes must match ``codec``. Raises :class:`InputError` where that
+    kernel refuses the file (for instance an xz CRC64 check) and for
+    oversized data.
     """
+    from vmpatch.ko import kdecompress
+
     where = Path(path)
     _check_magic(where, codec, data)
     if codec is Codec.NONE:
         if len(data) > max_size:
             raise _too_big(where, max_size)
         return data
-    if codec is Codec.GZIP:
-        return _gunzip(where, data, max_size)
-    if codec is Codec.XZ:
-        return _unxz(where, data, max_size)
-    return _unzstd(where, data, max_size)
+    try:
+        return kdecompress.kernel_decompress(data, codec.label, max_size=max_size).data
+    except kdecompress.LimitExceeded:
+        raise _too_big(where, max_size) from None
+    except kdecompress.KernelRefusal as refusal:
+        raise InputError(
+            where,
+            f"the kernel's {codec.label} module decompressor refuses it "
+            f"({refusal.errno}): {refusal.reason}",
+        ) from None
+    except kdecompress.Unmodelled as err:
+        raise InputError(where, str(err)) from None
 
 
-def read_module(
+def read_raw(
     path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_DECOMPRESSED
-) -> ModuleContent:
-    """Read a module file and return the bytes the kernel would verify.
+) -> tuple[Codec, bytes]:
+    """A module file's codec (from its suffix) and its bytes as stored, undecoded.
 
-    The codec comes from the suffix and is checked against the magic bytes.
     An unreadable file is an :class:`InputError` when it is missing or not a
     regular file and a :class:`SystemFailure` for other I/O errors.
     """
@@ -302,6 +196,20 @@ def read_module(
             raw = fh.read()
     except OSError as err:  # missing or a directory: InputError; other I/O: SystemFailure
         raise SystemFailure.from_oserror(where, err, "read module") from None
+    return codec, raw
+
+
+def read_module(
+    path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_DECOMPRESSED
+) -> ModuleContent:
+    """Read a module file and return the bytes the kernel would verify.
+
+    The codec comes from the suffix and is checked against the magic bytes;
+    the bytes are those a kernel that decompresses that codec itself would
+    verify (:func:`decompress`). Errors as :func:`read_raw`'s.
+    """
+    where = Path(path)
+    codec, raw = read_raw(where, max_size=max_size)
     return ModuleContent(where, codec, decompress(raw, codec, path=where, max_size=max_size))
 
 

@@ -43,6 +43,8 @@ __all__ = [
 PROOF_SUFFIX = ".merkle"
 PLAIN_SUFFIX = ".ko"
 STRIPPED_SUFFIX = ".ko.stripped"
+#: vmpatch.ko.compression.Codec suffixes, repeated so that plain trees skip importing it.
+_COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst")
 
 
 def default_suffix(build_dir: Path) -> str:
@@ -190,9 +192,29 @@ def build_tree(
     *,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    max_size: int | None = None,
 ) -> MerkleTree:
-    """Hash every planned module and build the tree."""
-    leaves = hash_leaves([m.file for m in plan.modules], workers=workers, progress=progress)
+    """Hash every planned module and build the tree.
+
+    With a compressed suffix (``--suffix .ko.xz``) each leaf is the hash of
+    the bytes the kernel verifies: the module as the kernel's own decompressor
+    yields it (:func:`vmpatch.ko.compression.read_module`), not the file. A
+    file that decompressor refuses is an error, never hashed as if it loaded.
+    """
+    from vmpatch.merkle import ModuleLoader
+
+    loader: ModuleLoader | None = None
+    if Path(plan.suffix).suffix in _COMPRESSED_SUFFIXES:
+        from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
+
+        limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
+
+        def loader(path: Path) -> bytes:
+            return read_module(path, max_size=limit).data
+
+    leaves = hash_leaves(
+        [m.file for m in plan.modules], workers=workers, loader=loader, progress=progress
+    )
     return MerkleTree.from_leaves(leaves)
 
 

@@ -6,6 +6,11 @@ Builds the :class:`~vmpatch.verdict.KernelModel` from the image with
 uses) and runs
 :func:`~vmpatch.verdict.kernel_verdict` over each module's kernel-visible bytes
 (decompressed for ``.ko.gz``/``.ko.xz``/``.ko.zst``).
+
+A compressed module's bytes depend on the loading path: the kernel's own
+decompressor (:func:`vmpatch.ko.kdecompress.kernel_decompress`) or kmod's
+userspace one. The kernel's config (``--config``) decides which applies and
+what the kernel's decoder takes; without it each verdict says what it assumes.
 """
 
 from __future__ import annotations
@@ -18,18 +23,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmpatch.elf.kernel import kernel_model
-from vmpatch.errors import EXIT_MISMATCH, UsageError, VmpatchError
+from vmpatch.errors import EXIT_MISMATCH, InputError, UsageError, VmpatchError
+from vmpatch.ko.kdecompress import LoadPath
 from vmpatch.records.root import ModuleHashesRoot
-from vmpatch.verdict import KernelModel, Pkcs7Support, Verdict, VerdictKind, kernel_verdict
+from vmpatch.verdict import (
+    KernelModel,
+    Pkcs7Support,
+    Verdict,
+    VerdictKind,
+    kernel_verdict,
+    load_refused,
+)
 from vmpatch.workflow.results import FileError, most_severe
 
 if TYPE_CHECKING:
     from vmpatch.workflow.tree import Progress
 
 __all__ = [
+    "LoadPath",
     "ModuleVerdict",
     "VerdictCounts",
     "VerifyReport",
+    "assumptions",
     "kernel_model",
     "modules_of_build_dir",
     "run_verify",
@@ -49,9 +64,12 @@ class ModuleVerdict:
     position: int | None
     trailer: dict[str, object]  # {"kind", "position", "levels"}
     reason: str
+    load_path: LoadPath = LoadPath.PLAIN  # how the kernel gets the bytes it judged
 
     @classmethod
-    def of(cls, path: Path, verdict: Verdict) -> ModuleVerdict:
+    def of(
+        cls, path: Path, verdict: Verdict, load_path: LoadPath = LoadPath.PLAIN
+    ) -> ModuleVerdict:
         return cls(
             path=path,
             verdict=verdict.verdict,
@@ -65,6 +83,7 @@ class ModuleVerdict:
                 "levels": verdict.proof_levels,
             },
             reason=verdict.reason,
+            load_path=load_path,
         )
 
     @property
@@ -113,6 +132,9 @@ class VerifyReport:
     modules: tuple[ModuleVerdict | FileError, ...]
     counts: VerdictCounts  # of every module judged, also when only failures are listed
     failures_only: bool = False  # modules lists only what does not load
+    config: str | None = None  # the kernel config the verdicts read, if any
+    module_decompress: str | None = None  # its in-kernel codec; "" without MODULE_DECOMPRESS
+    assumptions: tuple[str, ...] = ()  # what the verdicts take for granted
 
     @property
     def levels(self) -> int | None:
@@ -160,6 +182,83 @@ def count_verdicts(results: Sequence[ModuleVerdict | FileError]) -> VerdictCount
     )
 
 
+def assumptions(kernel: KernelModel, load_path: LoadPath | None = None) -> list[str]:
+    """What the verdicts take for granted that neither the image nor a config told."""
+    out = []
+    if kernel.config is None:
+        out.append(
+            "no kernel config: compressed modules are judged as a kernel with "
+            "MODULE_DECOMPRESS for their own codec (and every xz BCJ filter) would "
+            "decompress them in-kernel; pass --config to decide"
+        )
+    if load_path is None:
+        out.append(
+            "loading path as kmod chooses it: in-kernel decompression when the kernel "
+            "decompresses the module's codec, else userspace decompression"
+        )
+    if kernel.sig_force is not True:
+        out.append(
+            "load_result assumes enforcement (module.sig_enforce=1 or MODULE_SIG_FORCE); "
+            "without it a soft failure loads with a taint"
+        )
+    return out
+
+
+def _path_for(codec: str, kernel: KernelModel, requested: LoadPath | None) -> LoadPath:
+    """The loading path of a compressed module.
+
+    kmod's do_finit_module() (libkmod/libkmod-module.c) passes
+    MODULE_INIT_COMPRESSED_FILE only when /sys/module/compression names the
+    file's codec, and otherwise decompresses the file itself.
+    """
+    if requested is not None:
+        return requested
+    if kernel.decompress is None or kernel.decompress == codec:
+        return LoadPath.IN_KERNEL
+    return LoadPath.USERSPACE
+
+
+def kernel_view(
+    path: Path, kernel: KernelModel, *, max_size: int, load_path: LoadPath | None = None
+) -> tuple[LoadPath, bytes | Verdict]:
+    """The bytes the kernel authenticates, or the verdict when it refuses the file first."""
+    from vmpatch.ko import kdecompress
+    from vmpatch.ko.compression import Codec, decompress, read_raw
+
+    codec, raw = read_raw(path, max_size=max_size)
+    if codec is Codec.NONE:
+        return LoadPath.PLAIN, decompress(raw, codec, path=path, max_size=max_size)
+    chosen = _path_for(codec.label, kernel, load_path)
+    try:
+        if chosen is LoadPath.USERSPACE:
+            return chosen, kdecompress.userspace_decompress(
+                raw, codec.label, max_size=max_size
+            ).data
+        if kernel.decompress == "":
+            # kernel/module/internal.h: module_decompress() without MODULE_DECOMPRESS.
+            return chosen, load_refused(
+                "EOPNOTSUPP",
+                "the kernel has no MODULE_DECOMPRESS: it refuses MODULE_INIT_COMPRESSED_FILE",
+            )
+        filters = None if kernel.xz_bcj is None else kdecompress.XzFilters(kernel.xz_bcj)
+        decoded = kdecompress.kernel_decompress(
+            raw, kernel.decompress or codec.label, max_size=max_size, xz_filters=filters
+        )
+        return chosen, decoded.data
+    except kdecompress.KernelRefusal as refusal:
+        if chosen is LoadPath.USERSPACE:
+            raise InputError(path, refusal.reason) from None
+        log = f" (kernel log: {refusal.message})" if refusal.message else ""
+        return chosen, load_refused(refusal.errno, f"{refusal.reason}{log}")
+    except kdecompress.LimitExceeded:
+        raise InputError(
+            path,
+            f"decompressed size exceeds {max_size} bytes (limit, raise with --max-decompressed)",
+        ) from None
+    except kdecompress.Unmodelled as err:
+        raise InputError(path, str(err)) from None
+
+
 def modules_of_build_dir(
     build_dir: str | os.PathLike[str], suffix: str | None = None
 ) -> list[Path]:
@@ -190,23 +289,28 @@ def verify_files(
     max_size: int | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    load_path: LoadPath | None = None,
 ) -> list[ModuleVerdict | FileError]:
     """The kernel's verdict for every module file, in the order given.
 
     A file that cannot be read (not a module, a corrupt ``.ko.xz``) is a
     :class:`FileError` among the verdicts: one bad file hides no other.
+    ``load_path`` forces the loading path of compressed modules (None: as kmod
+    chooses it, see :func:`assumptions`).
     """
-    from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
+    from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
     from vmpatch.merkle import default_workers
 
     limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
 
     def judge(path: Path) -> ModuleVerdict | FileError:
         try:
-            content = read_module(path, max_size=limit)
+            chosen, view = kernel_view(path, kernel, max_size=limit, load_path=load_path)
         except VmpatchError as err:
             return FileError.of(path, err)
-        return ModuleVerdict.of(path, kernel_verdict(content.data, kernel))
+        if isinstance(view, Verdict):
+            return ModuleVerdict.of(path, view, chosen)
+        return ModuleVerdict.of(path, kernel_verdict(view, kernel), chosen)
 
     results = []
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -226,6 +330,8 @@ def run_verify(
     max_size: int | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    config: str | os.PathLike[str] | None = None,
+    load_path: LoadPath | None = None,
 ) -> VerifyReport:
     """``vmpatch verify``: the modules named and those of ``modules_dir``, judged by ``kernel``.
 
@@ -240,9 +346,11 @@ def run_verify(
         files += modules_of_build_dir(modules_dir, suffix)
     if not files:
         raise UsageError(None, "no modules given: name them, or use --modules DIR")
-    model = kernel_model(kernel)
+    model = kernel_model(kernel, config)
     with (progress or no_progress)("verifying modules", len(files)) as done:
-        results = verify_files(model, files, max_size=max_size, workers=workers, progress=done)
+        results = verify_files(
+            model, files, max_size=max_size, workers=workers, progress=done, load_path=load_path
+        )
     return VerifyReport(
         kernel=Path(kernel),
         module_hashes=model.merkle,
@@ -250,4 +358,7 @@ def run_verify(
         pkcs7_support=model.pkcs7,
         modules=tuple(results),
         counts=count_verdicts(results),
+        config=model.config,
+        module_decompress=model.decompress,
+        assumptions=tuple(assumptions(model, load_path)),
     )

@@ -101,6 +101,22 @@ def verify(
         typer.Option("--modules", readable=False, help="Take the modules from DIR/modules.order."),
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="With --modules: module suffix.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            readable=False,
+            help="The kernel's config (.config, /boot/config-*, or a build tree): decides "
+            "in-kernel decompression, its codec and MODULE_SIG_FORCE.",
+        ),
+    ] = None,
+    load_path: Annotated[
+        Literal["in-kernel", "userspace"] | None,
+        typer.Option(
+            help="How compressed modules are loaded: in-kernel (finit_module with "
+            "MODULE_INIT_COMPRESSED_FILE) or userspace (kmod decompresses). "
+            "Default: as kmod chooses from the config."
+        ),
+    ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     failures: Annotated[
         bool, typer.Option("--failures", help="List only the modules that do not load.")
@@ -112,7 +128,7 @@ def verify(
 ) -> int:
     """Tell, for each module, whether the kernel will load it, and why not."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.workflow.verify import run_verify
+    from vmpatch.workflow.verify import LoadPath, run_verify
 
     if summary and json_:
         raise UsageError(None, "--summary is a one-line human form; --json always has the counts")
@@ -123,6 +139,8 @@ def verify(
         suffix=suffix,
         max_size=max_decompressed,
         progress=progress_bar,
+        config=config,
+        load_path=None if load_path is None else LoadPath(load_path),
     )
     shown = report.failures() if failures else report
     file_errors(report.modules)
@@ -190,3 +208,10 @@ def _verify_table(report: VerifyReport) -> None:
             escape(str(r.path)), f"[{style}]{r.verdict}[/]", r.errno or "-", r.load_result, r.reason
         )
     show(table)
+    paths_used = sorted(
+        {r.load_path.description for r in report.modules if not isinstance(r, FileError)}
+    )
+    for line in [f"loading path: {p}" for p in paths_used]:
+        show(line)
+    for line in report.assumptions:
+        show(f"assumes {line}")
