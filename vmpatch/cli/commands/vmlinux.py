@@ -62,12 +62,57 @@ def _vmlinux_rows(report: dict[str, object]) -> list[tuple[str, str]]:
     return rows
 
 
+def _kernel_rows(report: dict[str, object]) -> list[tuple[str, str]]:
+    """Rows for a boot image, or a vmlinux without .module_hashes."""
+    hashes = report["module_hashes"]
+    if hashes == "absent":
+        state = "no hash-based module authentication"
+    elif hashes == "unknown":
+        state = "cannot tell"
+    elif report["root"] is None:
+        state = "present, but holds no valid root"
+    else:
+        state = (
+            "set" if not report["placeholder"] else "blank placeholder (levels 0, all-zero hash)"
+        )
+    rows = [
+        ("format", " > ".join(report["chain"])),  # type: ignore[arg-type]
+        ("machine", f"{report['arch']} ({report['byteorder']} endian)"),
+        ("version", str(report["version"] or "unknown (no linux_banner found)")),
+        ("module hashes", state),
+        ("evidence", str(report["evidence"])),
+    ]
+    if report["root"] is not None:
+        rows += [("levels", str(report["levels"])), ("root", str(report["root"]))]
+    return rows
+
+
+def _kernel_document(
+    path: Path, system_map: Path | None, vmlinux: Path | None
+) -> dict[str, object]:
+    """`inspect`'s answer for any kernel file: vmlinux with the section, else the boot reader."""
+    from vmpatch.boot.kernel import read_kernel
+    from vmpatch.elf.vmlinux import locate, location_report
+
+    if system_map is None and vmlinux is None:
+        with open(path, "rb") as probe:
+            is_elf = probe.read(4) == b"\x7fELF"
+        if is_elf:
+            from vmpatch.elf.reader import open_elf
+
+            with open_elf(path) as reader:
+                has_section = reader.section(".module_hashes") is not None
+            if has_section:
+                return location_report(locate(path))
+    return read_kernel(path, system_map=system_map, vmlinux=vmlinux).to_dict()
+
+
 def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left", box=None)
-    table.add_column(style="bold")
-    table.add_column(no_wrap=True)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     for label, value in rows:
         table.add_row(label, value)
     show(table)
@@ -75,12 +120,24 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
 
 @app.command()
 def inspect(
-    files: Annotated[list[Path], typer.Argument(help="vmlinux, vmlinux.unstripped or modules.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="vmlinux, vmlinux.unstripped, boot images (bzImage, Image, ...), modules."
+        ),
+    ],
     json_: JsonOption = False,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
+    system_map: Annotated[
+        Path | None,
+        typer.Option(help="Symbol map of a raw boot image (Image, zImage, s390): System.map."),
+    ] = None,
+    vmlinux: Annotated[
+        Path | None,
+        typer.Option(help="The vmlinux of a raw boot image, for its symbols."),
+    ] = None,
 ) -> int:
-    """Show where an image keeps its module-hash root, or what trailer a module carries."""
-    from vmpatch.elf.vmlinux import locate, location_report
+    """Show where a kernel or boot image keeps its module-hash root, or a module's trailer."""
 
     documents: list[dict[str, object]] = []
     tables: list[tuple[str, list[tuple[str, str]], list[str]]] = []
@@ -92,8 +149,10 @@ def inspect(
             document = module.to_dict()
             rows = module.rows()
         else:
-            document = location_report(locate(path))
-            rows = _vmlinux_rows(document)
+            document = _kernel_document(path, system_map, vmlinux)
+            rows = (
+                _vmlinux_rows(document) if document["kind"] == "vmlinux" else _kernel_rows(document)
+            )
         documents.append(document)
         warnings = document.get("warnings") or []
         tables.append((str(path), rows, list(warnings) if isinstance(warnings, list) else []))
