@@ -159,6 +159,17 @@ def _from_raw(
     return facts("present", version, evidence, root=root, root_offset=offset)
 
 
+def _is_elf_file(path: Path) -> bool:
+    from vmpatch.errors import SystemFailure
+    from vmpatch.fs.atomic import open_input
+
+    try:
+        with open_input(path) as probe:
+            return probe.read(4) == ELF_MAGIC
+    except OSError as err:
+        raise SystemFailure.from_oserror(path, err, "read") from err
+
+
 def read_kernel(
     path: str | os.PathLike[str],
     *,
@@ -167,16 +178,8 @@ def read_kernel(
     max_size: int = BOOT_MAX_DECOMPRESSED,
 ) -> KernelFacts:
     """The kernel facts of the vmlinux or boot image at ``path``."""
-    from vmpatch.errors import SystemFailure
-    from vmpatch.fs.atomic import open_input
-
     path = Path(path)
-    try:
-        with open_input(path) as probe:
-            head = probe.read(4)
-    except OSError as err:
-        raise SystemFailure.from_oserror(path, err, "read") from err
-    if head == ELF_MAGIC:  # opened lazily: a vmlinux.unstripped may be 500 MB
+    if _is_elf_file(path):  # opened lazily: a vmlinux.unstripped may be 500 MB
         with open_elf(path) as reader:
             return _from_elf(reader, ("ELF",))
     from vmpatch.boot import _read
@@ -200,6 +203,13 @@ def kernel_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
     InputError for a file that is not a kernel, a kernel without the feature,
     or one where it cannot be told.
     """
+    from vmpatch.elf.vmlinux import root_of
+
+    if _is_elf_file(Path(path)):  # a vmlinux: the checks `patch` makes, after the kind
+        with open_elf(path) as reader:
+            require_kernel(reader)
+            if reader.section(SECTION_NAME) is not None:
+                return root_of(locate_in(reader))
     facts = read_kernel(path)
     if facts.hashes == "present" and facts.root is not None:
         return facts.root

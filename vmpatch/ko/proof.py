@@ -210,9 +210,9 @@ def resolve_root(kernel: Any) -> ModuleHashesRoot | None:
 
     if isinstance(kernel, ModuleHashesRoot):
         return kernel
-    from vmpatch.elf.vmlinux import read_root
+    from vmpatch.boot.kernel import kernel_root  # refuses what is not a kernel
 
-    return read_root(kernel)
+    return kernel_root(kernel)
 
 
 def _check_kernel(module: Path, data: bytes, root: ModuleHashesRoot) -> str:

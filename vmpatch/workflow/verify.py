@@ -39,7 +39,12 @@ def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
     An image without ``.module_hashes`` is a kernel without MODULE_HASHES:
     it still has a verdict for every module (a Merkle proof is ENOPKG there).
     """
+    from vmpatch.elf.kernel import require_kernel
+
+    if not _is_elf(vmlinux):
+        return _boot_image_model(vmlinux)
     with open_elf(vmlinux) as reader:  # one open: root and symbols from the same file
+        require_kernel(reader)  # a module or a program given as --kernel is refused
         has_hashes = reader.section(SECTION_NAME) is not None
         root = root_of(locate_in(reader)) if has_hashes else ModuleHashesRoot.placeholder()
         if reader.section(".symtab") is None:
@@ -49,6 +54,31 @@ def kernel_model(vmlinux: str | os.PathLike[str]) -> KernelModel:
         else:
             pkcs7 = Pkcs7Support.NO
     return KernelModel(root=root, merkle=has_hashes, pkcs7=pkcs7)
+
+
+def _is_elf(path: str | os.PathLike[str]) -> bool:
+    from vmpatch.errors import SystemFailure
+    from vmpatch.fs.atomic import open_input
+
+    try:
+        with open_input(Path(path)) as probe:
+            return probe.read(4) == b"\x7fELF"
+    except OSError as err:
+        raise SystemFailure.from_oserror(Path(path), err, "read") from err
+
+
+def _boot_image_model(image: str | os.PathLike[str]) -> KernelModel:
+    """The model of a boot image, read through :mod:`vmpatch.boot` (its symbols are gone)."""
+    from vmpatch.boot.kernel import read_kernel
+    from vmpatch.errors import InputError
+
+    facts = read_kernel(image)
+    if facts.hashes == "unknown":
+        raise InputError(image, f"cannot tell whether it authenticates modules: {facts.evidence}")
+    if facts.hashes == "present" and facts.root is None:
+        raise InputError(image, facts.evidence)
+    root = facts.root or ModuleHashesRoot.placeholder()
+    return KernelModel(root=root, merkle=facts.hashes == "present", pkcs7=Pkcs7Support.UNKNOWN)
 
 
 def modules_of_build_dir(
