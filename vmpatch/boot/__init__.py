@@ -98,7 +98,7 @@ def unwrap_bytes(path: Path, data: bytes, max_size: int = BOOT_MAX_DECOMPRESSED)
             raise InputError(path, f"{what}: no known kernel or boot-image format")
         step = kind.unwrap(data, ctx)
         if isinstance(step, RawKernel):
-            return Unwrapped(path, (*chain, step.label), None, step)
+            return Unwrapped(path, (*chain, *step.label.split(" > ")), None, step)
         assert isinstance(step, Payload)
         chain.extend(step.labels)
         data = step.data
