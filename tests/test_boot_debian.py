@@ -51,7 +51,7 @@ def _cache() -> Path:
 
 
 def _apt(suite: str, arch: str) -> dict[str, str]:
-    """A private APT_CONFIG for ``suite`` and ``arch``: nothing of the system's apt state is used."""
+    """A private APT_CONFIG for ``suite`` and ``arch``: none of the system's apt state."""
     base = _cache() / f"{suite}-{arch}"
     for sub in ("lists/partial", "archives/partial", "etc/preferences.d", "etc/apt.conf.d"):
         (base / sub).mkdir(parents=True, exist_ok=True)
