@@ -269,3 +269,24 @@ def test_boot_images_rebuild_bit_identical(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for rel in json.loads((TESTDATA / "MANIFEST.json").read_text())["boot"]["files"]:
         assert (tmp_path / rel).read_bytes() == (TESTDATA / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("rel", ["x86_64/bzImage-xz", "aarch64/Image.gz", "x86_64/uki.efi"])
+def test_patch_refuses_boot_images_and_leaves_them(rel: str, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    shutil.copyfile(BOOT / rel, image)
+    before = image.read_bytes()
+    run = vmpatch("patch", "--root", "11" * 32, "--levels", "1", image)
+    assert run.returncode == 2
+    assert f"error: {image}: is a boot image" in run.stderr
+    assert "rebuild" in run.stderr
+    assert image.read_bytes() == before
+    assert sorted(tmp_path.iterdir()) == [image]
+
+
+def test_vmlinux_option_gives_the_symbols(tmp_path: Path) -> None:
+    image = _copy("riscv64/Image", tmp_path, "Image")
+    run = vmpatch("inspect", "--json", "--vmlinux", BOOT / "riscv64/vmlinux", image)
+    assert run.returncode == 0, run.stderr
+    assert run.json()["root"] == known_digest("riscv64")
+    assert "riscv64/vmlinux" in run.json()["evidence"]

@@ -30,6 +30,7 @@ from vmpatch.errors import InputError, SystemFailure
 __all__ = [
     "BOOT_MAX_DECOMPRESSED",
     "ELF_MAGIC",
+    "format_of",
     "FORMATS",
     "MAX_DEPTH",
     "RawKernel",
@@ -103,6 +104,28 @@ def unwrap_bytes(path: Path, data: bytes, max_size: int = BOOT_MAX_DECOMPRESSED)
         chain.extend(step.labels)
         data = step.data
     raise InputError(path, f"more than {MAX_DEPTH} nested containers: {' > '.join(chain)}")
+
+
+_HEAD_SIZE = 0x10010  # covers every recogniser's offsets (s390's EP at 0x10008)
+
+
+def format_of(path: str | os.PathLike[str]) -> str | None:
+    """The outermost boot-image format of the file at ``path``, or None (ELF or unknown).
+
+    Reads only the head of the file: enough to name a boot image where it is
+    refused (``patch``), without decompressing anything.
+    """
+    from vmpatch.fs.atomic import open_input
+
+    try:
+        with open_input(Path(path)) as stream:
+            head = stream.read(_HEAD_SIZE)
+    except OSError:
+        return None  # the reader that follows says what is wrong with it
+    if head[:4] == ELF_MAGIC:
+        return None
+    kind = next((f for f in FORMATS if f.recognise(head)), None)
+    return None if kind is None else str(kind.NAME)
 
 
 def unwrap_image(path: str | os.PathLike[str], max_size: int = BOOT_MAX_DECOMPRESSED) -> Unwrapped:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from vmpatch.boot import codecs
 from vmpatch.boot.image import Context, Payload
 
-NAME = "compressed"
+NAME = "compressed stream"
 
 
 def recognise(data: bytes) -> bool:
