@@ -30,11 +30,11 @@ from vmpatch.errors import InputError, SystemFailure
 __all__ = [
     "BOOT_MAX_DECOMPRESSED",
     "ELF_MAGIC",
-    "format_of",
     "FORMATS",
     "MAX_DEPTH",
     "RawKernel",
     "Unwrapped",
+    "format_of",
     "unwrap_image",
 ]
 

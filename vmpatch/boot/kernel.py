@@ -33,7 +33,7 @@ from vmpatch.elf.vmlinux import SECTION_NAME, SYMBOL_NAME, locate_in
 from vmpatch.errors import InputError
 from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
 
-__all__ = ["HashesState", "KernelFacts", "kernel_root", "read_kernel"]
+__all__ = ["HashesState", "KernelFacts", "is_elf_file", "kernel_root", "read_kernel"]
 
 HashesState = Literal["present", "absent", "unknown"]
 
@@ -159,7 +159,8 @@ def _from_raw(
     return facts("present", version, evidence, root=root, root_offset=offset)
 
 
-def _is_elf_file(path: Path) -> bool:
+def is_elf_file(path: Path) -> bool:
+    """Whether ``path`` starts with the ELF magic; SystemFailure (exit 3) if it cannot be read."""
     from vmpatch.errors import SystemFailure
     from vmpatch.fs.atomic import open_input
 
@@ -179,7 +180,7 @@ def read_kernel(
 ) -> KernelFacts:
     """The kernel facts of the vmlinux or boot image at ``path``."""
     path = Path(path)
-    if _is_elf_file(path):  # opened lazily: a vmlinux.unstripped may be 500 MB
+    if is_elf_file(path):  # opened lazily: a vmlinux.unstripped may be 500 MB
         with open_elf(path) as reader:
             return _from_elf(reader, ("ELF",))
     from vmpatch.boot import _read
@@ -205,7 +206,7 @@ def kernel_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
     """
     from vmpatch.elf.vmlinux import root_of
 
-    if _is_elf_file(Path(path)):  # a vmlinux: the checks `patch` makes, after the kind
+    if is_elf_file(Path(path)):  # a vmlinux: the checks `patch` makes, after the kind
         with open_elf(path) as reader:
             require_kernel(reader)
             if reader.section(SECTION_NAME) is not None:

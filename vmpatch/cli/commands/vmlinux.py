@@ -91,13 +91,11 @@ def _kernel_document(
     path: Path, system_map: Path | None, vmlinux: Path | None
 ) -> dict[str, object]:
     """`inspect`'s answer for any kernel file: vmlinux with the section, else the boot reader."""
-    from vmpatch.boot.kernel import read_kernel
+    from vmpatch.boot.kernel import is_elf_file, read_kernel
     from vmpatch.elf.vmlinux import locate, location_report
 
     if system_map is None and vmlinux is None:
-        with open(path, "rb") as probe:
-            is_elf = probe.read(4) == b"\x7fELF"
-        if is_elf:
+        if is_elf_file(path):
             from vmpatch.elf.reader import open_elf
 
             with open_elf(path) as reader:
