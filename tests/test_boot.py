@@ -290,3 +290,43 @@ def test_vmlinux_option_gives_the_symbols(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.json()["root"] == known_digest("riscv64")
     assert "riscv64/vmlinux" in run.json()["evidence"]
+
+
+@pytest.mark.parametrize("reader", ["pefile", "lief"])
+def test_uki_read_by_either_pe_reader(reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pefile and LIEF hand back the same .linux: the bzImage that objcopy put there."""
+    require(importlib.util.find_spec(reader) is not None, f"{reader} is not installed")
+    from vmpatch.boot import uki, unwrap_image
+
+    monkeypatch.setattr(uki, "_reader", lambda: reader)
+    unwrapped = unwrap_image(BOOT / "x86_64/uki.efi")
+    assert unwrapped.chain == ("UKI", "bzImage", "zstd", "ELF")
+
+
+def test_uki_without_a_pe_reader_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmpatch.boot import uki, unwrap_image
+    from vmpatch.errors import UnsupportedLayout
+
+    monkeypatch.setattr(uki, "_reader", lambda: None)
+    with pytest.raises(UnsupportedLayout, match="pip install pefile"):
+        unwrap_image(BOOT / "x86_64/uki.efi")
+
+
+@pytest.mark.parametrize(
+    ("rel", "cut", "reason"),
+    [
+        ("x86_64/bzImage-xz", 1500, "lies beyond the end of the file"),
+        ("aarch64/vmlinuz.efi", 900, "lies beyond the end of the file"),
+        ("aarch64/Image.gz", 500, "corrupt gzip payload"),
+        ("arm/zImage", 700, "lies beyond the file"),
+        ("s390x/bzImage", 0x10400, "no compressed stream followed by its decompressed size"),
+    ],
+)
+def test_truncated_image_is_one_line_error(rel: str, cut: int, reason: str, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    image.write_bytes((BOOT / rel).read_bytes()[:cut])
+    run = vmpatch("inspect", image)
+    assert run.returncode == 2, run.stdout
+    assert run.stderr.startswith(f"error: {image}: ")
+    assert reason in run.stderr
+    assert len(run.stderr.splitlines()) == 1

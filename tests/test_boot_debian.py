@@ -92,9 +92,15 @@ def _fetch(arch: str) -> Path:
         key=lambda n: [int(x) for x in re.findall(r"\d+", n)[:4]],
     )
     assert wanted, f"no 6.12 image package for {arch} in {suite}"
-    subprocess.run(
-        [apt_get, "-qq", "download", f"{wanted[-1]}:{arch}"], cwd=base, env=env, check=True
-    )
+    # Newest first; a mirror may lack the newest security upload of a port, so fall back.
+    for name in reversed(wanted):
+        fetched = subprocess.run(
+            [apt_get, "-qq", "download", f"{name}:{arch}"], cwd=base, env=env, check=False
+        )
+        if fetched.returncode == 0:
+            break
+    else:
+        pytest.fail(f"apt-get download failed for every one of {wanted}")
     deb = max(base.glob("linux-image-6.12*.deb"), key=lambda p: p.stat().st_mtime)
     unpacked.mkdir(exist_ok=True)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
