@@ -94,14 +94,13 @@ def _kernel_document(
     from vmpatch.boot.kernel import is_elf_file, read_kernel
     from vmpatch.elf.vmlinux import locate, location_report
 
-    if system_map is None and vmlinux is None:
-        if is_elf_file(path):
-            from vmpatch.elf.reader import open_elf
+    if system_map is None and vmlinux is None and is_elf_file(path):
+        from vmpatch.elf.reader import open_elf
 
-            with open_elf(path) as reader:
-                has_section = reader.section(".module_hashes") is not None
-            if has_section:
-                return location_report(locate(path))
+        with open_elf(path) as reader:
+            has_section = reader.section(".module_hashes") is not None
+        if has_section:
+            return location_report(locate(path))
     return read_kernel(path, system_map=system_map, vmlinux=vmlinux).to_dict()
 
 
