@@ -404,10 +404,22 @@ def test_inspect_reports_unsupported_size(name: str, how: str, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "defect", ["random-bytes", "empty", "cut-in-elf-header", "cut-in-section-headers", "no-section"]
+    "defect", ["random-bytes", "empty", "cut-in-elf-header", "cut-in-section-headers"]
 )
 def test_inspect_refuses_unreadable_image(defect: str, tmp_path: Path) -> None:
     """`inspect` on a file it cannot read as a kernel image: exit 2, one line naming it."""
     s = _setup("s390x/vmlinux.unstripped", tmp_path)
     reason = DEFECTS[defect](s)
     _assert_refused(["inspect", s.bad], watched=[s.bad], named=s.bad, reason=reason)
+
+
+def test_inspect_kernel_without_section_has_no_hash_authentication(tmp_path: Path) -> None:
+    """A kernel (it has linux_banner) without .module_hashes is told, not refused (exit 0)."""
+    s = _setup("s390x/vmlinux.unstripped", tmp_path)
+    DEFECTS["no-section"](s)
+    done = run_vmpatch(ROOT, "inspect", "--json", str(s.bad))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["module_hashes"] == "absent"
+    assert report["root"] is None
+    assert "no hash-based module authentication" in report["evidence"]

@@ -13,9 +13,15 @@ ENTRY(_start)
 SECTIONS
 {
 	. = KERNEL_VADDR;
+#ifdef HEAD_BEFORE_TEXT
+	/* riscv: the image header is _start, and _text comes after it */
+	.head.text : AT(ADDR(.head.text) - LOAD_OFFSET) { KEEP(*(.head.text)) }
+#endif
 	_text = .;
 
 	.text : AT(ADDR(.text) - LOAD_OFFSET) {
+		/* arm64: the image header is the first thing at _text (HEAD_TEXT) */
+		KEEP(*(.head.text))
 		_stext = .;
 		*(.text.hot .text.hot.*)
 		*(.text .text.*)

@@ -14,6 +14,7 @@ through construct (over a second for a real vmlinux with ~28,000 symbols), so
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = [
     "SectionInfo",
     "SymbolInfo",
     "open_elf",
+    "open_elf_bytes",
 ]
 
 ELF_MAGIC = b"\x7fELF"
@@ -155,10 +157,13 @@ class ElfReader:
                 f"truncated or malformed: {size} bytes at offset {offset:#x} "
                 f"lie beyond the end of the file ({self.file_size:#x} bytes)",
             )
-        try:
-            data = os.pread(self._stream.fileno(), size, offset)
-        except OSError as err:
-            raise SystemFailure.from_oserror(self.path, err, "read") from err
+        if isinstance(self._stream, io.BytesIO):  # an ELF unpacked from a boot image
+            data = self._stream.getbuffer()[offset : offset + size].tobytes()
+        else:
+            try:
+                data = os.pread(self._stream.fileno(), size, offset)
+            except OSError as err:
+                raise SystemFailure.from_oserror(self.path, err, "read") from err
         if len(data) != size:
             raise InputError(self.path, f"truncated: {size} bytes at offset {offset:#x} needed")
         return data
@@ -205,7 +210,13 @@ class ElfReader:
 
     @property
     def file_size(self) -> int:
-        return os.fstat(self._stream.fileno()).st_size
+        return _stream_size(self._stream)
+
+
+def _stream_size(stream: BinaryIO) -> int:
+    if isinstance(stream, io.BytesIO):
+        return stream.getbuffer().nbytes
+    return os.fstat(stream.fileno()).st_size
 
 
 # Elf32_Ehdr / Elf64_Ehdr after e_ident: the fields that say where the tables are.
@@ -220,7 +231,7 @@ def _check_extent(path: Path, stream: BinaryIO) -> None:
     Checks that the ELF header, the section header table and the section name
     table lie inside the file; anything subtler is left to pyelftools.
     """
-    size = os.fstat(stream.fileno()).st_size
+    size = _stream_size(stream)
     ident = stream.read(16)
     if len(ident) < len(ELF_MAGIC) or ident[: len(ELF_MAGIC)] != ELF_MAGIC:
         raise InputError(path, "not an ELF file")
@@ -275,3 +286,21 @@ def open_elf(path: str | os.PathLike[str]) -> Iterator[ElfReader]:
             elffile = ELFFile(stream)
             elffile.num_sections()  # touch the section table: catches truncation early
         yield ElfReader(path, stream, elffile)
+
+
+@contextmanager
+def open_elf_bytes(path: str | os.PathLike[str], data: bytes) -> Iterator[ElfReader]:
+    """Read ``data`` (an ELF unpacked from the boot image ``path``) as :func:`open_elf` does.
+
+    Errors name ``path``, the file the user gave.
+    """
+    path = Path(path)
+    stream = io.BytesIO(data)
+    _check_extent(path, stream)
+    stream.seek(0)
+    with elf_errors(path):
+        from elftools.elf.elffile import ELFFile
+
+        elffile = ELFFile(stream)
+        elffile.num_sections()
+    yield ElfReader(path, stream, elffile)

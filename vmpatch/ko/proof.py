@@ -270,7 +270,7 @@ def resolve_kernel(kernel: Any) -> KernelModel | None:
         return kernel
     if isinstance(kernel, ModuleHashesRoot):
         return KernelModel(kernel)
-    from vmpatch.elf.kernel import kernel_model
+    from vmpatch.boot.kernel import kernel_model  # a vmlinux or a boot image; refuses non-kernels
 
     return kernel_model(kernel)
 

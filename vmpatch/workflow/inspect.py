@@ -19,10 +19,11 @@ from vmpatch.errors import EXIT_INPUT, InputError, VmpatchError
 from vmpatch.workflow.results import FileError, most_severe
 
 if TYPE_CHECKING:
+    from vmpatch.boot.kernel import KernelFacts
     from vmpatch.elf.vmlinux import ImageReport
     from vmpatch.ko.report import ModuleReport
 
-__all__ = ["InspectReport", "is_module", "run_inspect"]
+__all__ = ["InspectReport", "is_module", "kernel_entry", "run_inspect"]
 
 _MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst", ".ko.stripped")
 
@@ -49,7 +50,7 @@ def is_module(path: Path) -> bool:
 class InspectReport:
     """One entry per file, in the order given."""
 
-    files: tuple[ImageReport | ModuleReport | FileError, ...]
+    files: tuple[ImageReport | KernelFacts | ModuleReport | FileError, ...]
 
     @property
     def exit_code(self) -> int:
@@ -61,23 +62,52 @@ class InspectReport:
         return most_severe(codes)
 
 
+def kernel_entry(
+    path: Path,
+    *,
+    system_map: str | os.PathLike[str] | None = None,
+    vmlinux: str | os.PathLike[str] | None = None,
+) -> ImageReport | KernelFacts:
+    """A vmlinux with ``.module_hashes`` in full (section, symbol, patchable or not);
+    any other kernel file (a boot image, a vmlinux without the feature) as the
+    boot reader tells it: container chain, arch, version, root or why not."""
+    from vmpatch.boot.kernel import is_elf_file, read_kernel
+    from vmpatch.elf.vmlinux import SECTION_NAME, locate, location_report
+
+    if system_map is None and vmlinux is None and is_elf_file(path):
+        from vmpatch.elf.reader import open_elf
+
+        with open_elf(path) as reader:
+            has_section = reader.section(SECTION_NAME) is not None
+        if has_section:
+            return location_report(locate(path))
+    return read_kernel(path, system_map=system_map, vmlinux=vmlinux)
+
+
 def run_inspect(
-    paths: Sequence[str | os.PathLike[str]], *, max_size: int | None = None
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    max_size: int | None = None,
+    system_map: str | os.PathLike[str] | None = None,
+    vmlinux: str | os.PathLike[str] | None = None,
 ) -> InspectReport:
-    """Describe every file of ``paths``; a file that cannot be read is a FileError entry."""
-    from vmpatch.elf.vmlinux import locate, location_report
+    """Describe every file of ``paths``; a file that cannot be read is a FileError entry.
+
+    ``system_map`` and ``vmlinux`` give a raw boot image (arm64/riscv
+    ``Image``, zImage, s390) the symbols it lacks.
+    """
     from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
     from vmpatch.ko.report import module_report
 
     limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
-    entries: list[ImageReport | ModuleReport | FileError] = []
+    entries: list[ImageReport | KernelFacts | ModuleReport | FileError] = []
     for name in paths:
         path = Path(name)
         try:
             if is_module(path):
                 entries.append(module_report(path, max_size=limit))
             else:
-                entries.append(location_report(locate(path)))
+                entries.append(kernel_entry(path, system_map=system_map, vmlinux=vmlinux))
         except VmpatchError as err:
             entries.append(FileError.of(path, err))
     return InspectReport(tuple(entries))

@@ -201,6 +201,19 @@ class PatchPlan:
     output: Path | None
 
 
+def _refuse_boot_image(path: Path) -> None:
+    """Boot images are read-only: a compressed or signed payload cannot be patched in place."""
+    from vmpatch.boot import format_of
+
+    kind = format_of(path)
+    if kind is not None:
+        raise InputError(
+            path,
+            f"is a boot image ({kind}), which vmpatch only reads: patch the vmlinux "
+            "it was built from and rebuild (and re-sign) the image",
+        )
+
+
 def plan_patches(
     paths: Sequence[str | os.PathLike[str]],
     source: RootSource,
@@ -215,6 +228,7 @@ def plan_patches(
     _check_aliasing(sources, targets)
     plans = []
     for path, output in zip(sources, targets, strict=True):
+        _refuse_boot_image(path)
         location = locate(path)
         payload = _validate(location, source)
         _writable(path, output)

@@ -386,7 +386,7 @@ def _recompress(data: bytes, codec: Codec, compressor: str) -> bytes:
 
 
 def _kernel_model(path: Path) -> object:
-    from vmpatch.elf.kernel import kernel_model
+    from vmpatch.boot.kernel import kernel_model
 
     return kernel_model(path)
 

@@ -224,6 +224,13 @@ def write_proofs(plan: TreePlan, tree: MerkleTree) -> None:
         atomic_write(planned.proof, tree.trailer(planned.entry.index), mode=0o644)
 
 
+def _kernel_byteorder(kernel: Path) -> ByteOrder:
+    """The byte order of a vmlinux or boot image; refuses a file that is not a kernel."""
+    from vmpatch.boot.kernel import read_kernel
+
+    return read_kernel(kernel).byteorder
+
+
 def target_byteorder(
     *,
     kernel: str | os.PathLike[str] | None,
@@ -235,15 +242,12 @@ def target_byteorder(
     Never the host's: a root encoded for the wrong byte order is a kernel
     that refuses every module.
     """
-    from vmpatch.elf.reader import open_elf
-
     candidates = [Path(kernel)] if kernel is not None else []
     if build_dir is not None and kernel is None:
         candidates.append(build_dir / "vmlinux")
     for candidate in candidates:
         if candidate.exists() or kernel is not None:
-            with open_elf(candidate) as reader:
-                found = reader.identity.byteorder
+            found = _kernel_byteorder(candidate)
             if byteorder is not None and byteorder != found:
                 raise UsageError(
                     candidate, f"is {found}-endian but --byteorder {byteorder} was given"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmpatch.elf.kernel import kernel_model
+from vmpatch.boot.kernel import kernel_model
 from vmpatch.errors import EXIT_MISMATCH, InputError, UsageError, VmpatchError
 from vmpatch.ko.kdecompress import LoadPath
 from vmpatch.records.root import ModuleHashesRoot
@@ -257,6 +257,31 @@ def kernel_view(
         ) from None
     except kdecompress.Unmodelled as err:
         raise InputError(path, str(err)) from None
+
+
+def _is_elf(path: str | os.PathLike[str]) -> bool:
+    from vmpatch.errors import SystemFailure
+    from vmpatch.fs.atomic import open_input
+
+    try:
+        with open_input(Path(path)) as probe:
+            return probe.read(4) == b"\x7fELF"
+    except OSError as err:
+        raise SystemFailure.from_oserror(Path(path), err, "read") from err
+
+
+def _boot_image_model(image: str | os.PathLike[str]) -> KernelModel:
+    """The model of a boot image, read through :mod:`vmpatch.boot` (its symbols are gone)."""
+    from vmpatch.boot.kernel import read_kernel
+    from vmpatch.errors import InputError
+
+    facts = read_kernel(image)
+    if facts.hashes == "unknown":
+        raise InputError(image, f"cannot tell whether it authenticates modules: {facts.evidence}")
+    if facts.hashes == "present" and facts.root is None:
+        raise InputError(image, facts.evidence)
+    root = facts.root or ModuleHashesRoot.placeholder()
+    return KernelModel(root=root, merkle=facts.hashes == "present", pkcs7=Pkcs7Support.UNKNOWN)
 
 
 def modules_of_build_dir(

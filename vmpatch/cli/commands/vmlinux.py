@@ -19,6 +19,7 @@ from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
 from vmpatch.errors import UsageError
 
 if TYPE_CHECKING:
+    from vmpatch.boot.kernel import KernelFacts
     from vmpatch.elf.vmlinux import ImageReport
     from vmpatch.workflow.patch import RootSource
 
@@ -49,12 +50,36 @@ def _vmlinux_rows(report: ImageReport) -> list[tuple[str, str]]:
     return rows
 
 
+def _kernel_rows(facts: KernelFacts) -> list[tuple[str, str]]:
+    """Rows for a boot image, or a vmlinux without .module_hashes."""
+    if facts.hashes == "absent":
+        state = "no hash-based module authentication"
+    elif facts.hashes == "unknown":
+        state = "cannot tell"
+    elif facts.root is None:
+        state = "present, but holds no valid root"
+    elif facts.root.is_placeholder:
+        state = "blank placeholder (levels 0, all-zero hash)"
+    else:
+        state = "set"
+    rows = [
+        ("format", " > ".join(facts.chain)),
+        ("machine", f"{facts.arch} ({facts.byteorder} endian)"),
+        ("version", facts.version or "unknown (no linux_banner found)"),
+        ("module hashes", state),
+        ("evidence", facts.evidence),
+    ]
+    if facts.root is not None:
+        rows += [("levels", str(facts.root.levels)), ("root", facts.root.digest.hex())]
+    return rows
+
+
 def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left", box=None)
-    table.add_column(style="bold")
-    table.add_column(no_wrap=True)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     for label, value in rows:
         table.add_row(label, value)
     show(table)
@@ -65,18 +90,31 @@ def inspect(
     files: Annotated[
         list[Path],
         typer.Argument(
-            metavar="FILE...", readable=False, help="vmlinux, vmlinux.unstripped or modules."
+            metavar="FILE...",
+            readable=False,
+            help="vmlinux, vmlinux.unstripped, boot images (bzImage, Image, ...), modules.",
         ),
     ],
     json_: JsonOption = False,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
+    system_map: Annotated[
+        Path | None,
+        typer.Option(
+            readable=False, help="Symbol map of a raw boot image (Image, zImage, s390): System.map."
+        ),
+    ] = None,
+    vmlinux: Annotated[
+        Path | None,
+        typer.Option(readable=False, help="The vmlinux of a raw boot image, for its symbols."),
+    ] = None,
 ) -> int:
-    """Show where an image keeps its module-hash root, or what trailer a module carries."""
+    """Show where a kernel or boot image keeps its module-hash root, or a module's trailer."""
+    from vmpatch.boot.kernel import KernelFacts
     from vmpatch.elf.vmlinux import ImageReport
     from vmpatch.workflow.inspect import run_inspect
     from vmpatch.workflow.results import FileError
 
-    report = run_inspect(files, max_size=max_decompressed)
+    report = run_inspect(files, max_size=max_decompressed, system_map=system_map, vmlinux=vmlinux)
     file_errors(report.files)
     if json_:
         emit_json("inspect", report)
@@ -89,6 +127,8 @@ def inspect(
             _print_rows(title, _vmlinux_rows(entry))
             for message in entry.warnings:
                 warn(f"{title}: {message}")
+        elif isinstance(entry, KernelFacts):
+            _print_rows(title, _kernel_rows(entry))
         else:
             _print_rows(title, entry.rows())
     return report.exit_code
