@@ -18,9 +18,10 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from clirun import vmpatch
+from clirun import Run, vmpatch
 from conftest import SCRIPTS, TESTDATA, require, require_tool
 from elfcorrupt import e2e_vmlinux
 
@@ -49,6 +50,14 @@ IMAGES = {
 }
 
 
+def only(run: Run) -> dict[str, Any]:
+    """The one file entry of an ``inspect --json`` document (docs/json.md: always a list)."""
+    document = run.json()
+    assert document["command"] == "inspect", document
+    (entry,) = document["files"]
+    return dict(entry)
+
+
 def known_digest(arch: str) -> str:
     return hashlib.sha256(f"vmpatch boot testdata {arch}".encode()).hexdigest()
 
@@ -58,7 +67,7 @@ def test_inspect_reads_known_root(rel: str) -> None:
     chain, arch, order = IMAGES[rel]
     run = vmpatch("inspect", "--json", BOOT / rel)
     assert run.returncode == 0, run.stderr
-    facts = run.json()
+    facts = only(run)
     assert " > ".join(facts["chain"]) == chain
     assert (facts["arch"], facts["byteorder"]) == (arch, order)
     assert facts["version"] == VERSION
@@ -92,7 +101,7 @@ def test_lzo_payload_holds_the_known_root_by_lzop(tmp_path: Path) -> None:
     subprocess.run([lzop, "-d", "-f", "p.lzo", "-o", "vmlinux"], cwd=tmp_path, check=True)
     run = vmpatch("inspect", "--json", tmp_path / "vmlinux")
     assert run.returncode == 0, run.stderr
-    assert run.json()["root"] == known_digest("x86_64")
+    assert only(run)["root"] == known_digest("x86_64")
 
 
 def _copy(rel: str, dst: Path, name: str) -> Path:
@@ -105,7 +114,7 @@ def test_raw_image_without_map_cannot_tell(tmp_path: Path) -> None:
     image = _copy("aarch64/Image", tmp_path, "Image")
     run = vmpatch("inspect", "--json", image)
     assert run.returncode == 0, run.stderr
-    facts = run.json()
+    facts = only(run)
     assert facts["module_hashes"] == "unknown"
     assert facts["root"] is None
     assert "--system-map" in facts["evidence"]
@@ -116,7 +125,7 @@ def test_system_map_option(tmp_path: Path) -> None:
     image = _copy("riscv64/Image", tmp_path, "Image")
     run = vmpatch("inspect", "--json", "--system-map", BOOT / "riscv64/System.map", image)
     assert run.returncode == 0, run.stderr
-    assert run.json()["root"] == known_digest("riscv64")
+    assert only(run)["root"] == known_digest("riscv64")
 
 
 def test_map_of_another_build_is_refused(tmp_path: Path) -> None:
@@ -134,7 +143,7 @@ def test_debian_placeholder_map_is_recognised(tmp_path: Path) -> None:
     )
     run = vmpatch("inspect", "--json", image)
     assert run.returncode == 0, run.stderr
-    facts = run.json()
+    facts = only(run)
     assert facts["module_hashes"] == "unknown"
     assert "/usr/lib/debug/boot/System.map-6.12.0-vmpatch" in facts["evidence"]
     assert "linux-image-6.12.0-vmpatch-dbg" in facts["evidence"]
@@ -145,8 +154,8 @@ def test_recognition_is_by_content_not_name(tmp_path: Path) -> None:
     shutil.copyfile(BOOT / "s390x/System.map", tmp_path / "System.map")
     run = vmpatch("inspect", "--json", image)
     assert run.returncode == 0, run.stderr
-    assert run.json()["chain"][0] == "s390 image"
-    assert run.json()["root"] == known_digest("s390x")
+    assert only(run)["chain"][0] == "s390 image"
+    assert only(run)["root"] == known_digest("s390x")
 
 
 def test_verify_reads_root_from_boot_image(testdata: Path, tmp_path: Path) -> None:
@@ -219,7 +228,7 @@ def test_e2e_bzimage_blank_root() -> None:
     require(image.is_file(), f"{image} is missing (../shared/e2e)")
     run = vmpatch("inspect", "--json", image)
     assert run.returncode == 0, run.stderr
-    facts = run.json()
+    facts = only(run)
     assert facts["chain"] == ["bzImage", "xz", "ELF"]
     assert (facts["arch"], facts["byteorder"]) == ("x86_64", "little")
     assert facts["version"].startswith("Linux version 6.12.")
@@ -288,8 +297,8 @@ def test_vmlinux_option_gives_the_symbols(tmp_path: Path) -> None:
     image = _copy("riscv64/Image", tmp_path, "Image")
     run = vmpatch("inspect", "--json", "--vmlinux", BOOT / "riscv64/vmlinux", image)
     assert run.returncode == 0, run.stderr
-    assert run.json()["root"] == known_digest("riscv64")
-    assert "riscv64/vmlinux" in run.json()["evidence"]
+    assert only(run)["root"] == known_digest("riscv64")
+    assert "riscv64/vmlinux" in only(run)["evidence"]
 
 
 @pytest.mark.parametrize("reader", ["pefile", "lief"])

@@ -19,9 +19,10 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from clirun import vmpatch
+from clirun import Run, vmpatch
 from conftest import require_tool
 
 pytestmark = pytest.mark.skipif(
@@ -43,6 +44,14 @@ ARCHES = {
     "s390x": ("trixie", "s390x", "s390 image > ", "s390x", "big", "unknown"),
     "riscv64": ("trixie", "riscv64", "", "riscv64", "little", "unknown"),
 }
+
+
+def only(run: Run) -> dict[str, Any]:
+    """The one file entry of an ``inspect --json`` document (docs/json.md: always a list)."""
+    document = run.json()
+    assert document["command"] == "inspect", document
+    (entry,) = document["files"]
+    return dict(entry)
 
 
 def _cache() -> Path:
@@ -115,7 +124,7 @@ def test_inspect_recognises_debian_image(arch: str) -> None:
     assert images, f"no /boot/vmlinu[xz]-* in the {arch} package"
     run = vmpatch("inspect", "--json", images[0])
     assert run.returncode == 0, run.stderr
-    facts = run.json()
+    facts = only(run)
     chain = " > ".join(facts["chain"])
     assert chain.startswith(chain_start), chain
     assert facts["arch"] == machine

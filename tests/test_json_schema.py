@@ -57,6 +57,11 @@ def test_every_command_matches_its_schema(tree: Path, tmp_path: Path) -> None:
     kernel = tree / "vmlinux"
     # An image, a module and an unreadable file in one call.
     check("inspect", json_of("inspect", kernel, modules(tree)[0], bad, code=2))
+    boot = TESTDATA / "boot"
+    images = sorted(
+        p for p in boot.rglob("*") if p.is_file() and p.name not in ("System.map", "bzImage-lzo")
+    )
+    check("inspect", json_of("inspect", *images))
     check("tree", json_of("tree", tree, "--root-out", tmp_path / "root.bin"))
     patched = json_of("patch", "--from-tree", tree, kernel)
     check("patch", patched)
@@ -66,7 +71,10 @@ def test_every_command_matches_its_schema(tree: Path, tmp_path: Path) -> None:
         json_of("ko", "append", modules(tree)[0], modules(tree)[0].with_suffix(".merkle")),
     )
     check("ko append-tree", json_of("ko", "append-tree", tree, "--kernel", kernel))
-    check("verify", json_of("verify", "--kernel", kernel, *modules(tree), bad, code=2))
+    # A corrupt .ko.xz is the kernel's EINVAL (a verdict); a missing file is an error entry.
+    check("verify", json_of("verify", "--kernel", kernel, *modules(tree), bad, code=1))
+    missing = tmp_path / "missing.ko"
+    check("verify", json_of("verify", "--kernel", kernel, *modules(tree), missing, code=2))
     check("verify", json_of("verify", "--kernel", kernel, "--modules", tree, "--failures"))
     check("ko strip-proof", json_of("ko", "strip-proof", *modules(tree)))
     check(

@@ -10,6 +10,7 @@ for what it is rather than judged as a kernel without the feature.
 
 from __future__ import annotations
 
+from vmpatch.elf.constants import ElfType
 from vmpatch.elf.reader import ElfReader
 from vmpatch.errors import InputError
 
@@ -95,18 +96,19 @@ def banner_of(reader: ElfReader) -> str | None:
 def kernel_problem(reader: ElfReader) -> str | None:
     """What this ELF file is, when it is not a Linux kernel; None for a kernel."""
     kind = reader.identity.elftype
-    if kind == "ET_REL":
+    name = kind.name if isinstance(kind, ElfType) else f"{kind:#x}"
+    if kind == ElfType.ET_REL:
         if reader.section(".gnu.linkonce.this_module") or reader.section(".modinfo"):
             return "a kernel module (ET_REL), not a kernel"
         return "a relocatable object (ET_REL), not a linked kernel"
-    if kind == "ET_CORE":
+    if kind == ElfType.ET_CORE:
         return "a core file (ET_CORE), not a kernel"
-    if kind not in ("ET_EXEC", "ET_DYN"):
-        return f"an ELF file of type {kind}, not a kernel"
+    if kind not in (ElfType.ET_EXEC, ElfType.ET_DYN):
+        return f"an ELF file of type {name}, not a kernel"
     if reader.find_symbols("linux_banner") or banner_of(reader):
         return None
-    what = "an executable" if kind == "ET_EXEC" else "a shared object or PIE"
-    return f"{what} ({kind}) that is not a Linux kernel: it has no linux_banner"
+    what = "an executable" if kind == ElfType.ET_EXEC else "a shared object or PIE"
+    return f"{what} ({name}) that is not a Linux kernel: it has no linux_banner"
 
 
 def require_kernel(reader: ElfReader) -> None:

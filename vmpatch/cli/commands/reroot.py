@@ -9,7 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from vmpatch.cli.app import Command, app
-from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
+from vmpatch.cli.options import (
+    DEFAULT_MAX_DECOMPRESSED,
+    JsonOption,
+    MaxDecompressedOption,
+    WorkersOption,
+)
 from vmpatch.cli.output import emit_json, plain, warn
 from vmpatch.errors import UsageError
 
@@ -63,7 +68,7 @@ def reroot(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Refuse instead of waiting for another run.")
     ] = False,
-    workers: Annotated[int | None, typer.Option(min=1, help="Parallel workers.")] = None,
+    workers: WorkersOption = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     json_: JsonOption = False,
 ) -> int:
