@@ -218,21 +218,26 @@ def test_excluding_root_sources(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "command"),
     [
-        (("inspect", "--no-such-option", str(VMLINUX)), "error: No such option: --no-such-option"),
-        (("patch", "--root", ROOT_HEX), "error: Missing argument 'images'."),
+        (
+            ("inspect", "--no-such-option", str(VMLINUX)),
+            "error: No such option: --no-such-option",
+            "inspect",
+        ),
+        (("patch", "--root", ROOT_HEX), "error: Missing argument 'IMAGE...'.", "patch"),
     ],
     ids=["unknown-option", "missing-argument"],
 )
-def test_parser_errors(args: tuple[str, ...], message: str) -> None:
+def test_parser_errors(args: tuple[str, ...], message: str, command: str) -> None:
     """Errors found by the option parser follow the same contract as vmpatch's own.
 
     typer 0.26+ raises its vendored copy of click's exceptions, not click's:
-    both must map to exit 2, never to the "bug" exit 70.
+    both must map to exit 2, never to the "bug" exit 70. The hint names the
+    help of the command that failed, with its metavars (issue 8.10).
     """
     line = _assert_one_error_line(run(*args), message)
-    assert line.endswith("(hint: see vmpatch --help)"), line
+    assert line.endswith(f"(hint: see vmpatch {command} --help)"), line
 
 
 def test_debug_traceback(tmp_path: Path) -> None:

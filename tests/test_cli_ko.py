@@ -191,7 +191,7 @@ def test_append_judges_a_kernel_without_module_hashes_as_verify_does(tmp_path: P
     [judged] = doc["modules"]
     proc = vmpatch("ko", "append", "--json", "--kernel", image, module, proof)
     assert proc.returncode == run.returncode, proc.stderr
-    assert json.loads(proc.stdout)["verdict"] == judged["verdict"]
+    assert json.loads(proc.stdout)["modules"][0]["verdict"] == judged["verdict"]
     assert module.read_bytes() == catted.read_bytes()
     from test_hook import hook
 

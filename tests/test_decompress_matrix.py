@@ -26,8 +26,9 @@ import pytest
 from tests.conftest import ROOT, SCRIPTS, TESTDATA, require, require_tool
 from vmpatch.ko.kdecompress import LoadPath
 from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.verdict import VerdictKind
 from vmpatch.workflow.tree import build_tree, plan_tree, write_proofs
-from vmpatch.workflow.verify import kernel_model, verify_files
+from vmpatch.workflow.verify import ModuleVerdict, kernel_model, verify_files
 
 
 def _load_matrix():  # type: ignore[no-untyped-def]
@@ -101,15 +102,16 @@ def test_verdict_equals_the_kernels_answer(case, proved: Path, tmp_path: Path) -
     model = dataclasses.replace(model, root=root)  # what `vmpatch patch --root-file` puts in
     path = matrix.case_file(case, row["module"], proved, tmp_path)
     (result,) = verify_files(model, [path], load_path=LoadPath.IN_KERNEL, workers=1)
-    got = _answer(result.verdict.accepted, result.verdict.load_result)
+    assert isinstance(result, ModuleVerdict), result
+    got = _answer(result.verdict is VerdictKind.ACCEPT, result.load_result)
     if case.ram_dependent:
         # The kernel vmallocs a workspace as large as the window: ENOMEM in the
         # 256 MiB guest, EINVAL (the decoder's window limit) where that succeeds.
         assert row["answer"] == f"rc={errno.ENOMEM}" and got == f"rc={errno.EINVAL}"
-        assert "ENOMEM" in result.verdict.reason
+        assert "ENOMEM" in result.reason
         return
     assert got == row["answer"], (
-        f"{case.name}: kernel {row['answer']} {row['dmesg']!r}, vmpatch {result.verdict}"
+        f"{case.name}: kernel {row['answer']} {row['dmesg']!r}, vmpatch {result}"
     )
     assert result.load_path is LoadPath.IN_KERNEL
 

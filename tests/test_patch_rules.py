@@ -108,7 +108,8 @@ def test_human_output_and_json_agree_on_changed(tmp_path: Path) -> None:
         document = json.loads(
             vmpatch("patch", "--json", "--root", DIGEST.hex(), "--levels", "3", image).stdout
         )
-        assert document["changed"] is changed
+        [entry] = document["images"]
+        assert entry["changed"] is changed
         assert ("patched" in human.stdout) is changed, human.stdout
         assert ("already carries this root" in human.stdout) is not changed, human.stdout
 
@@ -126,7 +127,8 @@ def test_human_output_and_json_agree_for_copies(tmp_path: Path) -> None:
         copy = tmp_path / "human"
         assert _section_bytes(copy) == struct.pack("<I", 3) + DIGEST
         assert (_section_bytes(image) != _section_bytes(copy)) is changed
-        assert document["changed"] is changed
+        [entry] = document["images"]
+        assert entry["changed"] is changed
         assert ("patched" in human.stdout) is changed, human.stdout
         assert ("already carries this root" in human.stdout) is not changed, human.stdout
         assert vmpatch("patch", *root, image).returncode == 0  # the source now has it too
@@ -158,6 +160,8 @@ def test_every_workers_option_refuses_zero_and_negatives(tmp_path: Path) -> None
             args = [*command, f"--workers={value}"]
             if command == ["patch"]:
                 args += ["--from-tree", str(KBUILD), "--no-proofs", str(image)]
+            elif command == ["reroot"]:
+                args += ["--dry-run", str(KBUILD)]
             else:
                 args += ["--no-proofs", str(KBUILD)]
             done = vmpatch(*args)

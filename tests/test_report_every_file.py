@@ -45,6 +45,18 @@ def corrupt_xz(tmp_path: Path) -> Path:
     return bad
 
 
+def unreadable(tmp_path: Path) -> Path:
+    """A module path that cannot be read at all (a directory): an error, not a verdict.
+
+    A corrupt .ko.xz is no longer that for ``verify``: the kernel's own
+    decompressor refuses it with EINVAL, which is a verdict
+    (testdata/decompress-matrix).
+    """
+    bad = tmp_path / "bad.ko.xz"
+    bad.mkdir()
+    return bad
+
+
 def pkcs7_signed(source: Path, target: Path) -> Path:
     """A module with a (syntactically) PKCS#7 trailer, laid out as sign-file does."""
     signature = b"\x30\x03\x02\x01\x00"
@@ -55,7 +67,7 @@ def pkcs7_signed(source: Path, target: Path) -> Path:
 
 def test_verify_reports_the_good_modules_around_a_bad_one(proved: Path, tmp_path: Path) -> None:
     good, other = modules(proved)[0], modules(proved)[3]
-    bad = corrupt_xz(tmp_path)
+    bad = unreadable(tmp_path)
     run = vmpatch("verify", "--kernel", proved / "vmlinux", good, bad, other, env=WIDE)
     assert run.returncode == 2, run  # the most severe: an unreadable file (2) over none
     assert good.name in run.stdout and other.name in run.stdout
@@ -71,7 +83,7 @@ def test_verify_reports_the_good_modules_around_a_bad_one(proved: Path, tmp_path
 
 def test_a_reject_and_an_error_exit_with_the_error(proved: Path, tmp_path: Path) -> None:
     unproved = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
-    run = vmpatch("verify", "--kernel", proved / "vmlinux", unproved, corrupt_xz(tmp_path))
+    run = vmpatch("verify", "--kernel", proved / "vmlinux", unproved, unreadable(tmp_path))
     assert run.returncode == 2 and "REJECT" in run.stdout
 
 

@@ -171,14 +171,14 @@ def test_kernel_check_picks_the_choice_that_verifies(
     module, proof = _target(signed, stem), rooted.proof(stem)
     run = vmpatch("ko", "append", "--json", "--kernel", rooted.vmlinux, module, proof)
     assert run.returncode == 0, run.stderr
-    doc = run.json()
+    [doc] = run.json()["modules"]
     assert doc["chosen_by_kernel"] is True and doc["verdict"] == "ACCEPT"
     data = module.read_bytes()
     if hashed_with_signature:
         assert (doc["action"], doc["stacked_on"]) == ("stacked", "pkcs7")
         assert data == signed.signed[stem] + proof.read_bytes()
     else:
-        assert (doc["action"], doc["replaced_kind"]) == ("replaced", "pkcs7")
+        assert (doc["action"], doc["replaced_trailer"]["kind"]) == ("replaced", "pkcs7")
         assert data == signed.plain[stem] + proof.read_bytes()
     assert _judged(rooted, data) and not _judged(other, data)
     assert _verdict(rooted.vmlinux, module)["verdict"] == "ACCEPT"
@@ -212,7 +212,8 @@ def test_without_a_kernel_the_choice_is_asked_for(signed: Signed) -> None:
 
     run = vmpatch("ko", "append", "--json", "--stack", module, signed.with_sig.proof(stem))
     assert run.returncode == 0, run.stderr
-    assert (run.json()["action"], run.json()["chosen_by_kernel"]) == ("stacked", False)
+    [doc] = run.json()["modules"]
+    assert (doc["action"], doc["chosen_by_kernel"]) == ("stacked", False)
     data = module.read_bytes()
     assert data == signed.signed[stem] + signed.with_sig.proof(stem).read_bytes()
     assert _judged(signed.with_sig, data)
@@ -248,7 +249,7 @@ def test_append_tree_stacks_in_place_and_replaces_at_dest(signed: Signed) -> Non
     tree = signed.with_sig.tree
     run = vmpatch("ko", "append-tree", "--json", tree, "--kernel", signed.with_sig.vmlinux)
     assert run.returncode == 0, run.stderr
-    assert [d["action"] for d in run.json()] == ["stacked"] * 5
+    assert [d["action"] for d in run.json()["modules"]] == ["stacked"] * 5
     for stem in order(tree):
         data = (tree / (stem + ".ko")).read_bytes()
         assert data == signed.signed[stem] + signed.with_sig.proof(stem).read_bytes()
@@ -269,11 +270,13 @@ def test_append_tree_stacks_in_place_and_replaces_at_dest(signed: Signed) -> Non
         "--kernel", signed.without_sig.vmlinux,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert {(d["action"], d["replaced_kind"]) for d in run.json()} == {("replaced", "pkcs7")}
+    assert {(d["action"], d["replaced_trailer"]["kind"]) for d in run.json()["modules"]} == {
+        ("replaced", "pkcs7")
+    }
     for stem in order(build):
         data = (dest / "kernel" / (stem + ".ko")).read_bytes()
         assert data == signed.plain[stem] + signed.without_sig.proof(stem).read_bytes()
         assert _judged(signed.without_sig, data)
     # the same again finds every proof in place
     again = vmpatch("ko", "append-tree", "--json", build, "--dest", dest, "--stack")
-    assert [d["action"] for d in json.loads(again.stdout)] == ["unchanged"] * 5
+    assert [d["action"] for d in json.loads(again.stdout)["modules"]] == ["unchanged"] * 5

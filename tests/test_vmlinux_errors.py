@@ -419,7 +419,7 @@ def test_inspect_kernel_without_section_has_no_hash_authentication(tmp_path: Pat
     DEFECTS["no-section"](s)
     done = run_vmpatch(ROOT, "inspect", "--json", str(s.bad))
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    [report] = json.loads(done.stdout)["files"]
     assert report["module_hashes"] == "absent"
     assert report["root"] is None
     assert "no hash-based module authentication" in report["evidence"]
