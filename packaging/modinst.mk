@@ -31,12 +31,15 @@
 #                 and appends a missing proof only where module and proof
 #                 fold to that root; a module whose bytes changed after
 #                 hashing is refused (re-root with `vmpatch reroot` instead).
+#   none          no proofs at install: a stock modules_install, for the
+#                 packaging recipes (packaging/debian, rpm, arch), which
+#                 re-root the staged tree once, after their last change.
 #
 # Usage (see README, "The modules_install hook"):
 #
 #   make -f packaging/modinst.mk objtree=BUILD KVER=6.12.0-vmpatch \
 #        INSTALL_MOD_PATH=STAGE [INSTALL_MOD_STRIP=1] [STRIP=strip] \
-#        [MODULE_COMPRESS=gzip|xz|zstd] [VMPATCH_HOOK=per-module|post-install]
+#        [MODULE_COMPRESS=gzip|xz|zstd] [VMPATCH_HOOK=per-module|post-install|none]
 #
 # As in kbuild, STRIP is a make variable (`make STRIP=llvm-strip`, or
 # CROSS_COMPILE/LLVM below); a STRIP in the environment is overridden.
@@ -94,10 +97,10 @@ endif
 ifeq ($(VMPATCH_HOOK),per-module)
 cmd_sign = $(VMPATCH_KO_APPEND) --install-mod-strip "$(INSTALL_MOD_STRIP)" \
 	--build-dir $(objtree) --strip-program "$(STRIP)" $@ $(objtree)/$*.merkle
-else ifeq ($(VMPATCH_HOOK),post-install)
+else ifneq ($(filter post-install none,$(VMPATCH_HOOK)),)
 cmd_sign = :
 else
-$(error VMPATCH_HOOK must be per-module or post-install, not '$(VMPATCH_HOOK)')
+$(error VMPATCH_HOOK must be per-module, post-install or none, not '$(VMPATCH_HOOK)')
 endif
 
 $(dst)/%.ko: $(objtree)/%.ko FORCE
