@@ -100,16 +100,23 @@ def test_rpm_recipe(tmp_path: Path, wrong: bool) -> None:
     src = source_tree(tmp_path / "src")
     wrapper(tmp_path, sys.executable, ROOT)
     args = [
-        "rpmbuild", "-bb", "--nodeps",
-        "--define", f"_topdir {tmp_path / 'top'}",
-        "--define", f"_sourcedir {src}",
-        "--define", f"vmpatch {tmp_path / 'vmpatch'}",
+        "rpmbuild",
+        "-bb",
+        "--nodeps",
+        "--define",
+        f"_topdir {tmp_path / 'top'}",
+        "--define",
+        f"_sourcedir {src}",
+        "--define",
+        f"vmpatch {tmp_path / 'vmpatch'}",
     ]
     if wrong:
         args += ["--define", "wrong_order 1"]
     proc = subprocess.run(
         [*args, str(PACKAGING / "rpm" / "kernel-vmpatch.spec")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trace = proc.stderr
@@ -143,7 +150,8 @@ def unprivileged_python() -> Iterator[Path]:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *deps],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     shutil.copytree(ROOT / "vmpatch", top / "lib" / "vmpatch")
     try:
@@ -160,18 +168,25 @@ def test_arch_recipe(unprivileged_python: Path, tmp_path: Path, wrong: bool) -> 
     work = Path(tempfile.mkdtemp(prefix="vmpatch-pkgbuild-", dir=unprivileged_python))
     src = source_tree(work / "src")
     shutil.copy(PACKAGING / "arch" / "PKGBUILD", src / "PKGBUILD")
-    tool = wrapper(work, str(unprivileged_python / "venv" / "bin" / "python"),
-                   unprivileged_python / "lib")
+    tool = wrapper(
+        work, str(unprivileged_python / "venv" / "bin" / "python"), unprivileged_python / "lib"
+    )
     subprocess.run(["chown", "-R", "nobody:nogroup", str(work)], check=True)
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(work), "LC_ALL": "C",
+        "PATH": os.environ["PATH"],
+        "HOME": str(work),
+        "LC_ALL": "C",
         "PACMAN": "true",  # --nodeps: no pacman database is consulted
-        "VMPATCH": str(tool), "WRONG_ORDER": "1" if wrong else "",
+        "VMPATCH": str(tool),
+        "WRONG_ORDER": "1" if wrong else "",
     }
     proc = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-         "makepkg", "--nodeps"],
-        cwd=src, env=env, capture_output=True, text=True, check=False,
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "makepkg", "--nodeps"],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ("Stripping unneeded symbols" in proc.stdout) == wrong
