@@ -174,3 +174,35 @@ def test_strip_is_a_make_variable_never_the_environment(build: Path, tmp_path: P
         build, stage, "INSTALL_MOD_STRIP=1", "STRIP=/nonexistent/make-var-strip", check=False
     )
     assert proc.returncode != 0 and "/nonexistent/make-var-strip" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("form", ["per-module", "post-install"])
+def test_modules_hashed_stripped_and_stripped_alike_at_install_load(
+    tmp_path: Path, form: str
+) -> None:
+    """CONFIG_MODULE_INSTALL_STRIP="1": the tree hashes %.ko.stripped, install strips alike."""
+    require_tool("strip", "binutils")
+    require_tool("gzip")
+    tree = tmp_path / "build"
+    shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
+    conf = tree / "include" / "config" / "auto.conf"
+    text = conf.read_text()
+    assert 'CONFIG_MODULE_INSTALL_STRIP=""' in text
+    conf.write_text(
+        text.replace('CONFIG_MODULE_INSTALL_STRIP=""', 'CONFIG_MODULE_INSTALL_STRIP="1"')
+    )
+    for args in (
+        ("ko", "strip", "--install-mod-strip", "1", "--tree", tree),
+        ("patch", "--from-tree", tree, tree / "vmlinux"),
+    ):
+        run = vmpatch(*args)
+        assert run.returncode == 0, run.stderr
+    stage = tmp_path / "stage"
+    install(
+        tree, stage, "INSTALL_MOD_STRIP=1", "MODULE_COMPRESS=gzip", f"VMPATCH_HOOK={form}", jobs=16
+    )
+    modules = stage / "lib" / "modules" / KVER
+    assert_loads(modules, tree / "vmlinux", tmp_path)
+    for path in (modules / "kernel").rglob("*.ko.gz"):  # stripped: not the bytes as built
+        built = (tree / path.relative_to(modules / "kernel")).with_suffix("")
+        assert not kernel_visible(path).startswith(built.read_bytes())
