@@ -19,6 +19,7 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -131,47 +132,63 @@ def test_rpm_recipe(tmp_path: Path, wrong: bool) -> None:
     check_package(unpacked, unpacked / "lib" / "modules" / KVER, tmp_path, good=not wrong)
 
 
-@pytest.fixture(scope="module")
-def unprivileged_python() -> Iterator[Path]:
-    """A Python that the user ``nobody`` can run, with vmpatch's runtime dependencies.
+@dataclass(frozen=True)
+class Builder:
+    """Who runs makepkg: a Python and vmpatch they can read, and the command prefix."""
 
-    makepkg refuses to run as root, and the test suite's interpreter may live
-    where nobody cannot read (a pyenv under /root): build a venv from the
-    system's python3 in a world-readable directory.
+    top: Path  # a directory the builder can write
+    python: str
+    vmpatch_root: Path
+    prefix: tuple[str, ...]
+    owner: str | None  # chown the work directory to this user
+
+
+@pytest.fixture(scope="module")
+def makepkg_builder() -> Iterator[Builder]:
+    """makepkg refuses to run as root: as root, build as ``nobody``.
+
+    The suite's interpreter may live where nobody cannot read (a pyenv under
+    /root), so nobody gets a venv from the system's python3 with vmpatch's
+    runtime dependencies, in a world-readable directory. Not root: makepkg
+    runs as the current user with the suite's own interpreter.
     """
-    require_tool("setpriv", "util-linux")
-    require(os.geteuid() == 0, "the makepkg test switches to the user nobody (needs root)")
-    system = shutil.which("python3", path="/usr/bin:/bin")
-    require(system is not None, "no system python3 for the unprivileged build")
     top = Path(tempfile.mkdtemp(prefix="vmpatch-makepkg-"))
-    top.chmod(0o755)
-    venv = top / "venv"
-    subprocess.run([str(system), "-m", "venv", str(venv)], check=True)
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *deps],
-        check=True,
-        capture_output=True,
-    )
-    shutil.copytree(ROOT / "vmpatch", top / "lib" / "vmpatch")
     try:
-        yield top
+        if os.geteuid() != 0:
+            yield Builder(top, sys.executable, ROOT, (), None)
+            return
+        require_tool("setpriv", "util-linux")
+        system = shutil.which("python3", path="/usr/bin:/bin")
+        require(system is not None, "no system python3 for the unprivileged build")
+        assert system is not None
+        top.chmod(0o755)
+        venv = top / "venv"
+        subprocess.run([system, "-m", "venv", str(venv)], check=True)
+        deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *deps],
+            check=True,
+            capture_output=True,
+        )
+        shutil.copytree(ROOT / "vmpatch", top / "lib" / "vmpatch")
+        prefix = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+        yield Builder(top, str(venv / "bin" / "python"), top / "lib", prefix, "nobody:nogroup")
     finally:
         shutil.rmtree(top)
 
 
 @pytest.mark.parametrize("wrong", [False, True], ids=["recipe", "wrong-order"])
-def test_arch_recipe(unprivileged_python: Path, tmp_path: Path, wrong: bool) -> None:
+def test_arch_recipe(makepkg_builder: Builder, tmp_path: Path, wrong: bool) -> None:
     require_tool("makepkg", "makepkg")
     require_tool("bsdtar", "libarchive-tools")
     require_tool("fakeroot", "fakeroot")
-    work = Path(tempfile.mkdtemp(prefix="vmpatch-pkgbuild-", dir=unprivileged_python))
+    builder = makepkg_builder
+    work = Path(tempfile.mkdtemp(prefix="vmpatch-pkgbuild-", dir=builder.top))
     src = source_tree(work / "src")
     shutil.copy(PACKAGING / "arch" / "PKGBUILD", src / "PKGBUILD")
-    tool = wrapper(
-        work, str(unprivileged_python / "venv" / "bin" / "python"), unprivileged_python / "lib"
-    )
-    subprocess.run(["chown", "-R", "nobody:nogroup", str(work)], check=True)
+    tool = wrapper(work, builder.python, builder.vmpatch_root)
+    if builder.owner is not None:
+        subprocess.run(["chown", "-R", builder.owner, str(work)], check=True)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(work),
@@ -181,7 +198,7 @@ def test_arch_recipe(unprivileged_python: Path, tmp_path: Path, wrong: bool) -> 
         "WRONG_ORDER": "1" if wrong else "",
     }
     proc = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "makepkg", "--nodeps"],
+        [*builder.prefix, "makepkg", "--nodeps"],
         cwd=src,
         env=env,
         capture_output=True,
