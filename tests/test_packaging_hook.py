@@ -206,3 +206,25 @@ def test_modules_hashed_stripped_and_stripped_alike_at_install_load(
     for path in (modules / "kernel").rglob("*.ko.gz"):  # stripped: not the bytes as built
         built = (tree / path.relative_to(modules / "kernel")).with_suffix("")
         assert not kernel_visible(path).startswith(built.read_bytes())
+
+
+def test_append_tree_refuses_changed_bytes_with_a_reroot_hint_and_writes_nothing(
+    build: Path, tmp_path: Path
+) -> None:
+    """The library call behind the post-install form: one refusal, every file as it was."""
+    from vmpatch.errors import MismatchError
+    from vmpatch.workflow.append_tree import append_tree
+
+    require_tool("strip", "binutils")
+    stage = tmp_path / "stage"
+    install(build, stage, "VMPATCH_HOOK=none")
+    modules = stage / "lib" / "modules" / KVER
+    last = sorted((modules / "kernel").rglob("*.ko"))[-1]
+    subprocess.run(["strip", "--strip-debug", str(last)], check=True)  # changed after hashing
+    before = contents(stage)
+    with pytest.raises(MismatchError) as caught:
+        append_tree(build, dest=modules, kernel=build / "vmlinux")
+    assert caught.value.path is not None and Path(caught.value.path) == last
+    assert caught.value.hint is not None
+    assert f"vmpatch reroot --kernel {build / 'vmlinux'} {modules}" in caught.value.hint
+    assert contents(stage) == before  # the other four modules were not appended either
