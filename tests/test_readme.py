@@ -294,6 +294,57 @@ def run_python_api(block: Block, tmp_path: Path) -> None:
         assert (tree / (stem + ".merkle")).read_bytes().endswith(MARKER)
 
 
+def run_post_install_hook(block: Block, tmp_path: Path) -> None:
+    """The once-after-install form: kbuild's stock install is packaging/modinst.mk's.
+
+    Line 1 (``make ... modules_install`` in a kernel tree) becomes the same
+    install through ``packaging/modinst.mk`` (cp, xz, no proofs); line 2 runs
+    as written. Every installed module must then end with its proof, and the
+    tree verify against the build's vmlinux.
+    """
+    first, second = block.text.splitlines()
+    assert first == 'make INSTALL_MOD_PATH="$STAGE" modules_install'
+    require_tool("make")
+    tree = _build_tree(tmp_path)
+    _ok(_bash("vmpatch patch --from-tree . vmlinux", tmp_path, cwd=tree), "vmpatch patch")
+    stage, kver = tmp_path / "stage", "6.12.0-vmpatch"
+    install = (
+        f'make -s -f {ROOT / "packaging" / "modinst.mk"} objtree="$KBUILD_OUTPUT" KVER="$KVER" '
+        'INSTALL_MOD_PATH="$STAGE" VMPATCH_HOOK=none MODULE_COMPRESS=xz'
+    )
+    env = {"KBUILD_OUTPUT": str(tree), "STAGE": str(stage), "KVER": kver}
+    _ok(_bash(f"{install}\n{second}", tmp_path, cwd=tmp_path, env=env), "post-install hook")
+    modules = stage / "lib" / "modules" / kver
+    for stem in _stems(tree):
+        data = subprocess.run(
+            ["xz", "-dc", str(modules / "kernel" / f"{stem}.ko.xz")],
+            check=True,
+            capture_output=True,
+        ).stdout
+        proof = (tree / f"{stem}.merkle").read_bytes()
+        assert data == (tree / f"{stem}.ko").read_bytes() + proof, stem
+    verify = f'vmpatch verify --kernel "$KBUILD_OUTPUT/vmlinux" --modules "{modules}"'
+    _ok(_bash(verify, tmp_path, cwd=tmp_path, env=env), "verify")
+
+
+#: The packaging excerpts and the file each is quoted from (built by test_packaging_recipes).
+PACKAGING_EXCERPTS = {
+    "override_dh_strip:": "packaging/debian/debian/rules",
+    "%define __spec_install_post \\": "packaging/rpm/kernel-vmpatch.spec",
+    "options=(!strip !debug)": "packaging/arch/PKGBUILD",
+}
+
+
+def run_packaging_excerpt(block: Block, tmp_path: Path) -> None:
+    """A recipe excerpt is quoted verbatim from the recipe the packaging tests build."""
+    text = (ROOT / PACKAGING_EXCERPTS[block.key]).read_text()
+    excerpt = block.text.rstrip("\n")
+    if block.key.startswith("options="):  # the Arch excerpt: the good branch of the PKGBUILD
+        assert re.search(r"^  options=\(!strip !debug\)$", text, re.M), excerpt
+    else:
+        assert excerpt in text, f"{PACKAGING_EXCERPTS[block.key]} no longer says:\n{excerpt}"
+
+
 Runner = Callable[[Block, Path], None]
 
 #: README block first line -> what runs it.
@@ -307,6 +358,8 @@ RUNNERS: dict[str, Runner] = {
     "vmpatch inspect vmlinux vmlinux.unstripped": run_inspect_examples,
     "cmd_sign = vmpatch-ko-append $@ $(objtree)/$*.merkle": run_modinst_hook,
     "from vmpatch.workflow.patch import run_patch": run_python_api,
+    'make INSTALL_MOD_PATH="$STAGE" modules_install': run_post_install_hook,
+    **dict.fromkeys(PACKAGING_EXCERPTS, run_packaging_excerpt),
 }
 
 #: README block first line -> why no test runs it.

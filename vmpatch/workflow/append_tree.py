@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmpatch.errors import InputError
+from vmpatch.errors import InputError, MismatchError
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
 from vmpatch.ko.proof import (
     AppendResult,
@@ -29,6 +29,25 @@ if TYPE_CHECKING:
     from vmpatch.records.root import ModuleHashesRoot
 
 __all__ = ["append_tree"]
+
+
+def _changed_after_hashing(
+    err: MismatchError, kernel: object, tree: str | os.PathLike[str]
+) -> MismatchError:
+    """A rejection, explained: the module's bytes are not the ones the root was built over.
+
+    A proof that does not fold to the build's root means the module changed
+    after ``vmpatch tree`` hashed it (stripped, signed, rebuilt, or from
+    another build). Appending cannot fix that; re-rooting over the final
+    bytes can, so the hint names ``vmpatch reroot``.
+    """
+    image = kernel if isinstance(kernel, (str, os.PathLike)) else "VMLINUX"
+    return MismatchError(
+        err.path,
+        f"{err.reason}; its bytes are not the ones hashed for this root "
+        "(changed after hashing: stripped, signed or rebuilt?)",
+        hint=f"re-root over the final bytes instead: vmpatch reroot --kernel {image} {tree}",
+    )
 
 
 def append_tree(
@@ -80,7 +99,10 @@ def append_tree(
             )
         jobs.append((target, proof))
     for target, proof in jobs:  # validate everything first
-        plan_append(target, proof, replace=replace, stack=stack, root=root, max_size=max_size)
+        try:
+            plan_append(target, proof, replace=replace, stack=stack, root=root, max_size=max_size)
+        except MismatchError as err:
+            raise _changed_after_hashing(err, kernel, dest or build_dir) from None
     results = []
     for target, proof in jobs:
         ready = plan_append(
