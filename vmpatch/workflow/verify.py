@@ -209,7 +209,7 @@ class VerifyReport:
     is refused).
     """
 
-    json_skip = ("root_record",)
+    json_skip = ("root_record", "modules_dir")
     json_extra = (
         ("levels", "levels"),
         ("root", "root_hex"),
@@ -232,6 +232,7 @@ class VerifyReport:
     """Module files of an install tree that its modules.order does not name (out-of-tree,
     DKMS), judged like the rest; not in ``counts``."""
     system: SystemKernel | None = None  # with --system: what was found where
+    modules_dir: Path | None = None  # --modules DIR (the unlisted modules are under it)
 
     @property
     def levels(self) -> int | None:
@@ -561,6 +562,7 @@ def run_verify(
         assumptions=tuple(assumptions(model, load_path, enforcement)),
         enforcement=enforcement,
         unlisted=unlisted,
+        modules_dir=None if modules_dir is None else Path(modules_dir),
     )
 
 

@@ -19,7 +19,8 @@ from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
 from vmpatch.errors import UsageError
 
 if TYPE_CHECKING:
-    from vmpatch.workflow.verify import VerifyReport
+    from vmpatch.workflow.results import FileError
+    from vmpatch.workflow.verify import ModuleVerdict, VerifyReport
 
 
 @app.command(cls=Command)
@@ -284,16 +285,24 @@ def _unlisted_table(report: VerifyReport) -> None:
 
     if not report.unlisted:
         return
-    table = Table(title="not in modules.order (out-of-tree, DKMS)")
-    for column in ("module", "trailer", "verdict", "result", "reason"):
+    tree = report.modules_dir
+    where = f"{tree}/modules.order" if tree is not None else "modules.order"
+    table = Table(title=f"not in {where} (out-of-tree, DKMS)")
+
+    def shown_path(r: ModuleVerdict | FileError) -> str:
+        return str(r.path.relative_to(tree) if tree is not None else r.path)
+
+    longest = max(len(shown_path(r)) for r in report.unlisted)
+    table.add_column("module", overflow="fold", min_width=min(longest, 40))
+    for column in ("trailer", "verdict", "result", "reason"):
         table.add_column(column, overflow="fold")
     for r in report.unlisted:
         if isinstance(r, FileError):
-            table.add_row(escape(str(r.path)), "-", "[red]ERROR[/]", "-", escape(r.error.reason))
+            table.add_row(escape(shown_path(r)), "-", "[red]ERROR[/]", "-", escape(r.error.reason))
             continue
         style = {"ACCEPT": "green", "REJECT": "red"}.get(r.verdict, "yellow")
         table.add_row(
-            escape(str(r.path)),
+            escape(shown_path(r)),
             str(r.trailer["kind"]),
             f"[{style}]{r.verdict}[/]",
             r.result,
