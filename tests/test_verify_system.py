@@ -44,6 +44,7 @@ class Staged:
     def __init__(self, work: Path) -> None:
         gzip = require_tool("gzip", "gzip")
         objcopy = require_tool("objcopy", "binutils")
+        work.mkdir(parents=True, exist_ok=True)
         setup = BZIMAGE.read_bytes()
         # arch/x86/boot/header.S: setup_sects at 0x1f1, payload_offset/length at 0x248/0x24c.
         start = ((setup[0x1F1] or 4) + 1) * 512 + _u32(setup, 0x248)
