@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from clirun import tool, tool_text, vmpatch
-from conftest import TESTDATA, require_tool
+from conftest import TESTDATA, require, require_tool
+from test_json_schema import check
 
 KVER = "6.12.0-vmpatch"
 INSTALLED = TESTDATA / "installed-x86_64/lib/modules" / KVER
@@ -80,8 +81,7 @@ class Staged:
     def uki(self, target: Path) -> Path:
         """A UKI as ukify lays it out, made with objcopy from systemd-boot-efi's stub."""
         require_tool("objcopy", "binutils")
-        if not UKI_STUB.is_file():
-            require_tool("linuxx64.efi.stub", "systemd-boot-efi")
+        require(UKI_STUB.is_file(), f"{UKI_STUB} is missing (apt-get install systemd-boot-efi)")
         work = target.parent
         (work / "osrel").write_text("ID=debian\n")
         tool(
@@ -141,6 +141,7 @@ def test_staged_debian_layout(staged: Staged, image: Path) -> None:
     run = vmpatch("verify", "--system", "--root", image, "--json")
     assert run.returncode == 1, run.stderr  # the unlisted module is refused
     report = run.json()
+    check("verify", report)
     system = report["system"]
     assert system["kver"] == KVER
     assert system["image"] == str(image / f"boot/vmlinuz-{KVER}")
@@ -199,6 +200,7 @@ def test_runtime_state_decides_the_result(
     level.write_text(lockdown + "\n")
     run = vmpatch("verify", "--system", "--root", image, "--json")
     report = run.json()
+    check("verify", report)
     enforcement = report["enforcement"]
     assert (enforcement["mode"], enforcement["assumed"]) == (mode, False)
     assert enforcement["sig_enforce"] is (sig_enforce == "Y")
@@ -220,6 +222,7 @@ def test_uki_and_usr_lib_modules(staged: Staged, tmp_path: Path) -> None:
     uki = staged.uki(esp / f"0123456789abcdef-{KVER}+3-0.efi")
     run = vmpatch("verify", "--system", "--root", root, "--json")
     report = run.json()
+    check("verify", report)
     assert report["system"]["image"] == str(uki)
     assert report["system"]["config"] is None
     assert report["system"]["modules"] == str(root / "usr/lib/modules" / KVER)
