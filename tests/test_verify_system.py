@@ -177,6 +177,12 @@ def test_staged_human_output_lists_unlisted_apart(image: Path) -> None:
     row = next(line for line in table.splitlines() if "updates/toy_extra.ko.xz" in line)
     assert "none" in row and "REJECT" in row
     assert "enforcement enforcing (assumed)" in out
+    summary = vmpatch("verify", "--system", "--root", image, "--summary")
+    assert summary.returncode == 1
+    assert summary.stdout.splitlines() == [
+        "5 modules: 5 accepted, 0 rejected, 0 unchecked",
+        "1 not in modules.order: 0 accepted, 1 rejected, 0 unchecked",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -190,12 +190,14 @@ def verify(
     if json_:
         emit_json("verify", shown)
     elif summary:
-        plain(_summary_line(report))
+        plain(_summary_line(report), *_unlisted_line(report))
     else:
         _system_lines(shown)
         _verify_table(shown)
         _unlisted_table(shown)
         show(_summary_line(report))
+        for line in _unlisted_line(report):
+            show(line)
     judged = report.total - report.counts.error  # files that got a verdict at all
     if report.placeholder and judged:
         warn(
@@ -274,6 +276,20 @@ def _system_lines(report: VerifyReport) -> None:
         said = "; ".join(enforcement.evidence) or "nothing read"
         guess = " (assumed)" if enforcement.assumed else ""
         show(f"enforcement {enforcement.mode}{guess}: {said}")
+
+
+def _unlisted_line(report: VerifyReport) -> list[str]:
+    """The counts of the modules modules.order does not name (they also decide the exit code)."""
+    from vmpatch.workflow.verify import count_verdicts
+
+    if not report.unlisted:
+        return []
+    counts = count_verdicts(report.unlisted)
+    parts = [f"{counts.accept} accepted", f"{counts.reject} rejected"]
+    parts.append(f"{counts.unchecked} unchecked")
+    if counts.error:
+        parts.append(f"{counts.error} unreadable")
+    return [f"{len(report.unlisted)} not in modules.order: " + ", ".join(parts)]
 
 
 def _unlisted_table(report: VerifyReport) -> None:
