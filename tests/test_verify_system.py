@@ -295,3 +295,16 @@ def test_kernel_and_install_tree_lists_unlisted(testdata: Path) -> None:
         "verify", "--kernel", BZIMAGE, "--modules", testdata / "kbuild-x86_64", "--json"
     ).json()
     assert built["unlisted"] == []
+
+
+def test_links_resolve_inside_the_root(image: Path) -> None:
+    """An absolute link in an image names a file of the image, never of the host."""
+    boot = image / "boot"
+    (boot / f"vmlinuz-{KVER}").rename(boot / "real-image")
+    (boot / f"vmlinuz-{KVER}").symlink_to("/boot/real-image")
+    (boot / f"config-{KVER}").unlink()
+    (boot / f"config-{KVER}").symlink_to("../../../../../../../../etc/os-release")
+    report = vmpatch("verify", "--system", "--root", image, "--json").json()
+    assert report["system"]["image"] == str(boot / "real-image")
+    assert report["system"]["config"] is None  # ".." stops at the root: not the host's file
+    assert report["counts"]["accept"] == 5

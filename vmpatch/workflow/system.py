@@ -163,7 +163,9 @@ def _kernels(root: Path) -> list[str]:
         where = resolve_in(root, base)
         if where.is_dir():
             names.update(
-                entry.name for entry in where.iterdir() if (entry / "modules.order").is_file()
+                entry.name
+                for entry in where.iterdir()
+                if resolve_in(root, f"{base}/{entry.name}/modules.order").is_file()
             )
     return sorted(names)
 
@@ -177,8 +179,9 @@ def _ukis(root: Path, kver: str) -> list[Path]:
         where = resolve_in(root, base)
         if where.is_dir():
             for entry in sorted(where.iterdir()):
-                if pattern.fullmatch(entry.name) and entry.is_file():
-                    found.append(resolve_in(root, f"{base}/{entry.name}"))
+                target = resolve_in(root, f"{base}/{entry.name}")
+                if pattern.fullmatch(entry.name) and target.is_file():
+                    found.append(target)
     return found
 
 
