@@ -113,7 +113,7 @@ USAGE = {
     ("inspect",): "vmpatch inspect [OPTIONS] FILE...",
     ("patch",): "vmpatch patch [OPTIONS] IMAGE...",
     ("tree",): "vmpatch tree [OPTIONS] [BUILD_DIR]",
-    ("verify",): "vmpatch verify [OPTIONS] [MODULE...]",
+    ("verify",): "vmpatch verify [OPTIONS] [MODULE...|KVER]",
     ("ko", "append"): "vmpatch ko append [OPTIONS] MODULE PROOF",
     ("ko", "append-tree"): "vmpatch ko append-tree [OPTIONS] BUILD_DIR",
     ("ko", "strip-proof"): "vmpatch ko strip-proof [OPTIONS] MODULE...",

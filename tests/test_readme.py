@@ -345,6 +345,23 @@ def run_packaging_excerpt(block: Block, tmp_path: Path) -> None:
         assert excerpt in text, f"{PACKAGING_EXCERPTS[block.key]} no longer says:\n{excerpt}"
 
 
+def run_system_example(block: Block, tmp_path: Path) -> None:
+    """``verify --system --root`` on a staged Debian image (tests/test_verify_system.py)."""
+    from test_verify_system import CONFIG, KVER, Staged
+
+    staged = Staged(tmp_path / "stage")
+    image = tmp_path / "image"
+    shutil.copytree(staged.modules, image / "lib/modules" / KVER)
+    (image / "boot").mkdir()
+    shutil.copy(staged.bzimage, image / f"boot/vmlinuz-{KVER}")
+    (image / f"boot/config-{KVER}").write_text(CONFIG)
+    assert "/mnt/image" in block.text
+    done = _bash(block.text.replace("/mnt/image", str(image)), tmp_path, cwd=tmp_path)
+    # The out-of-tree module is unsigned: the one failure, exit 1.
+    assert done.returncode == 1, done.stderr
+    assert "updates/toy_extra.ko.xz" in done.stdout and "5 accepted" in done.stdout
+
+
 Runner = Callable[[Block, Path], None]
 
 #: README block first line -> what runs it.
@@ -360,6 +377,9 @@ RUNNERS: dict[str, Runner] = {
     "from vmpatch.workflow.patch import run_patch": run_python_api,
     'make INSTALL_MOD_PATH="$STAGE" modules_install': run_post_install_hook,
     **dict.fromkeys(PACKAGING_EXCERPTS, run_packaging_excerpt),
+    "vmpatch verify --system --root /mnt/image --failures      # only what does not load": (
+        run_system_example
+    ),
 }
 
 #: README block first line -> why no test runs it.

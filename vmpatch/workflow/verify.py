@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +38,12 @@ from vmpatch.verdict import (
 from vmpatch.workflow.results import FileError, most_severe
 
 if TYPE_CHECKING:
+    from vmpatch.workflow.system import RuntimeState, SystemKernel
     from vmpatch.workflow.tree import Progress
 
 __all__ = [
+    "Enforcement",
+    "EnforcementMode",
     "LoadPath",
     "ModuleVerdict",
     "VerdictCounts",
@@ -48,6 +52,8 @@ __all__ = [
     "kernel_model",
     "modules_of_build_dir",
     "run_verify",
+    "run_verify_system",
+    "unlisted_modules",
     "verify_files",
 ]
 
@@ -65,6 +71,8 @@ class ModuleVerdict:
     trailer: dict[str, object]  # {"kind", "position", "levels"}
     reason: str
     load_path: LoadPath = LoadPath.PLAIN  # how the kernel gets the bytes it judged
+    result: str = ""
+    """What finit_module returns under the report's enforcement (see :class:`Enforcement`)."""
 
     @classmethod
     def of(
@@ -84,12 +92,96 @@ class ModuleVerdict:
             },
             reason=verdict.reason,
             load_path=load_path,
+            result=verdict.load_result,
         )
 
     @property
     def loads(self) -> bool:
         """Whether the module loads (or may: UNCHECKED is not a failure)."""
         return self.verdict is not VerdictKind.REJECT
+
+
+class EnforcementMode(StrEnum):
+    """How the kernel answers a soft authentication failure (kernel/module/signing.c
+    module_sig_check(): ENODATA, ENOPKG, ENOKEY; every other errno is fatal anyway)."""
+
+    ENFORCING = "enforcing"  # is_module_sig_enforced(): -EKEYREJECTED
+    LOCKDOWN = "lockdown"  # security_locked_down(LOCKDOWN_MODULE_SIGNATURE): -EPERM
+    NONE = "none"  # the module loads and taints the kernel (TAINT_UNSIGNED_MODULE)
+
+
+#: module_sig_check()'s soft errors: refused only under enforcement or lockdown.
+_SOFT_ERRNOS = frozenset({"ENODATA", "ENOPKG", "ENOKEY"})
+#: security/lockdown/lockdown.c: LOCKDOWN_MODULE_SIGNATURE is below LOCKDOWN_INTEGRITY_MAX,
+#: so both levels above "none" lock it down.
+_LOCKING_LEVELS = ("integrity", "confidentiality")
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """Whether the kernel enforces module authentication, and what told (or what is assumed).
+
+    Enforcing = CONFIG_MODULE_SIG_FORCE or ``module.sig_enforce=Y``
+    (kernel/module/signing.c is_module_sig_enforced()); else lockdown at
+    integrity or confidentiality refuses with EPERM; else a soft failure
+    loads. ``assumed`` is True when a fact was missing and ``mode`` is the
+    stricter guess; ``evidence`` says where each fact came from.
+    """
+
+    mode: EnforcementMode
+    assumed: bool
+    sig_force: bool | None  # CONFIG_MODULE_SIG_FORCE, None without a config
+    sig_enforce: bool | None  # /sys/module/module/parameters/sig_enforce, None unread
+    lockdown: str | None  # /sys/kernel/security/lockdown's current level, None unread
+    evidence: tuple[str, ...] = ()
+
+    @classmethod
+    def decide(
+        cls,
+        sig_force: bool | None,
+        sig_enforce: bool | None = None,
+        lockdown: str | None = None,
+        evidence: Sequence[str] = (),
+    ) -> Enforcement:
+        def made(mode: EnforcementMode, assumed: bool) -> Enforcement:
+            return cls(mode, assumed, sig_force, sig_enforce, lockdown, tuple(evidence))
+
+        if sig_force or sig_enforce:
+            return made(EnforcementMode.ENFORCING, False)
+        if lockdown in _LOCKING_LEVELS:
+            return made(EnforcementMode.LOCKDOWN, False)
+        if sig_enforce is False and lockdown == "none":
+            return made(EnforcementMode.NONE, False)
+        if sig_enforce is None:
+            return made(EnforcementMode.ENFORCING, True)
+        return made(EnforcementMode.LOCKDOWN, True)  # not enforced; lockdown unknown
+
+    def assumption(self) -> str | None:
+        """The sentence ``verify`` prints when the mode is a guess."""
+        if not self.assumed:
+            return None
+        if self.mode is EnforcementMode.ENFORCING:
+            return (
+                "enforcement (module.sig_enforce=1 or MODULE_SIG_FORCE) for load results: "
+                "the sig_enforce parameter was not read (a running system's "
+                "/sys/module/module/parameters/sig_enforce); without enforcement or "
+                "lockdown a soft failure loads with a taint"
+            )
+        return (
+            "lockdown (EPERM for a soft failure): sig_enforce is off and "
+            "the lockdown level was not read (/sys/kernel/security/lockdown; Debian "
+            "locks down when booted with EFI Secure Boot)"
+        )
+
+    def result(self, verdict: ModuleVerdict) -> str:
+        """What finit_module returns for ``verdict`` under this enforcement."""
+        if verdict.verdict is not VerdictKind.REJECT or verdict.errno not in _SOFT_ERRNOS:
+            return verdict.load_result
+        if self.mode is EnforcementMode.ENFORCING:
+            return verdict.load_result
+        if self.mode is EnforcementMode.LOCKDOWN:
+            return verdict.lockdown_result
+        return "0"
 
 
 @dataclass(frozen=True)
@@ -117,7 +209,7 @@ class VerifyReport:
     is refused).
     """
 
-    json_skip = ("root_record",)
+    json_skip = ("root_record", "modules_dir")
     json_extra = (
         ("levels", "levels"),
         ("root", "root_hex"),
@@ -135,6 +227,12 @@ class VerifyReport:
     config: str | None = None  # the kernel config the verdicts read, if any
     module_decompress: str | None = None  # its in-kernel codec; "" without MODULE_DECOMPRESS
     assumptions: tuple[str, ...] = ()  # what the verdicts take for granted
+    enforcement: Enforcement | None = None
+    unlisted: tuple[ModuleVerdict | FileError, ...] = ()
+    """Module files of an install tree that its modules.order does not name (out-of-tree,
+    DKMS), judged like the rest; not in ``counts``."""
+    system: SystemKernel | None = None  # with --system: what was found where
+    modules_dir: Path | None = None  # --modules DIR (the unlisted modules are under it)
 
     @property
     def levels(self) -> int | None:
@@ -161,15 +259,28 @@ class VerifyReport:
     @property
     def exit_code(self) -> int:
         """The most severe outcome: an error's code, else 1 for a REJECT, else 0."""
-        codes = [m.error.exit_code for m in self.modules if isinstance(m, FileError)]
-        if self.counts.reject:
+        every = (*self.modules, *self.unlisted)
+        codes = [m.error.exit_code for m in every if isinstance(m, FileError)]
+        if self.counts.reject or any(
+            isinstance(m, ModuleVerdict) and not m.loads for m in self.unlisted
+        ):
             codes.append(EXIT_MISMATCH)
         return most_severe(codes)
 
     def failures(self) -> VerifyReport:
         """The same report listing only what does not load (REJECTs and errors); same counts."""
-        kept = tuple(m for m in self.modules if isinstance(m, FileError) or not m.loads)
-        return replace(self, modules=kept, failures_only=True)
+
+        def failing(
+            entries: tuple[ModuleVerdict | FileError, ...],
+        ) -> tuple[ModuleVerdict | FileError, ...]:
+            return tuple(m for m in entries if isinstance(m, FileError) or not m.loads)
+
+        return replace(
+            self,
+            modules=failing(self.modules),
+            unlisted=failing(self.unlisted),
+            failures_only=True,
+        )
 
 
 def count_verdicts(results: Sequence[ModuleVerdict | FileError]) -> VerdictCounts:
@@ -182,8 +293,13 @@ def count_verdicts(results: Sequence[ModuleVerdict | FileError]) -> VerdictCount
     )
 
 
-def assumptions(kernel: KernelModel, load_path: LoadPath | None = None) -> list[str]:
-    """What the verdicts take for granted that neither the image nor a config told."""
+def assumptions(
+    kernel: KernelModel,
+    load_path: LoadPath | None = None,
+    enforcement: Enforcement | None = None,
+) -> list[str]:
+    """What the verdicts take for granted that neither the image, a config nor the
+    running kernel told."""
     out = []
     if kernel.config is None:
         out.append(
@@ -196,11 +312,10 @@ def assumptions(kernel: KernelModel, load_path: LoadPath | None = None) -> list[
             "loading path as kmod chooses it: in-kernel decompression when the kernel "
             "decompresses the module's codec, else userspace decompression"
         )
-    if kernel.sig_force is not True:
-        out.append(
-            "load_result assumes enforcement (module.sig_enforce=1 or MODULE_SIG_FORCE); "
-            "without it a soft failure loads with a taint"
-        )
+    decided = enforcement or Enforcement.decide(kernel.sig_force)
+    guess = decided.assumption()
+    if guess is not None:
+        out.append(guess)
     return out
 
 
@@ -346,6 +461,41 @@ def verify_files(
     return results
 
 
+def unlisted_modules(tree: str | os.PathLike[str], listed: Sequence[Path]) -> list[Path]:
+    """Module files under an install tree that its modules.order does not name, sorted.
+
+    Out-of-tree and DKMS modules (``updates/``, ``extra/``) are installed
+    beside the tree's own but never enter its modules.order. Directory links
+    (``build``, ``source``) are not followed.
+    """
+    from vmpatch.workflow.installed import MODULE_SUFFIXES
+
+    named = {os.path.normpath(p) for p in listed}
+    found = []
+    for directory, _dirs, names in os.walk(tree):
+        for name in names:
+            path = Path(directory) / name
+            listed_here = os.path.normpath(path) in named
+            if name.endswith(MODULE_SUFFIXES) and not listed_here and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def _enforcement(model: KernelModel, runtime: RuntimeState | None) -> Enforcement:
+    evidence = []
+    if model.sig_force is not None:
+        value = "y" if model.sig_force else "not set"
+        evidence.append(f"CONFIG_MODULE_SIG_FORCE {value} in {model.config}")
+    if runtime is None:
+        return Enforcement.decide(model.sig_force, evidence=evidence)
+    if runtime.sig_enforce is not None:
+        flag = "Y" if runtime.sig_enforce else "N"
+        evidence.append(f"module.sig_enforce={flag} in {runtime.sig_enforce_file}")
+    if runtime.lockdown is not None:
+        evidence.append(f"lockdown {runtime.lockdown} in {runtime.lockdown_file}")
+    return Enforcement.decide(model.sig_force, runtime.sig_enforce, runtime.lockdown, evidence)
+
+
 def run_verify(
     kernel: str | os.PathLike[str],
     paths: Sequence[str | os.PathLike[str]] = (),
@@ -357,33 +507,86 @@ def run_verify(
     progress: Progress | None = None,
     config: str | os.PathLike[str] | None = None,
     load_path: LoadPath | None = None,
+    runtime: RuntimeState | None = None,
 ) -> VerifyReport:
     """``vmpatch verify``: the modules named and those of ``modules_dir``, judged by ``kernel``.
 
-    Errors about the whole command (no modules, a bad kernel, a bad
-    modules.order) are raised; an unreadable module is one entry of the report.
+    For an install tree, the module files its modules.order does not name are
+    judged too and reported apart (``unlisted``). ``runtime`` is the running
+    kernel's enforcement state (``--system``). Errors about the whole command
+    (no modules, a bad kernel, a bad modules.order) are raised; an unreadable
+    module is one entry of the report.
     """
     from vmpatch.errors import UsageError
+    from vmpatch.records.modorder import Layout
+    from vmpatch.workflow.reroot import layout_of
     from vmpatch.workflow.tree import no_progress
 
     files = [Path(p) for p in paths]
+    extra: list[Path] = []
     if modules_dir is not None:
-        files += modules_of_build_dir(modules_dir, suffix)
+        listed = modules_of_build_dir(modules_dir, suffix)
+        files += listed
+        if layout_of(Path(modules_dir), None) is Layout.INSTALLED:
+            extra = unlisted_modules(modules_dir, listed)
     if not files:
         raise UsageError(None, "no modules given: name them, or use --modules DIR")
     model = kernel_model(kernel, config)
-    with (progress or no_progress)("verifying modules", len(files)) as done:
+    enforcement = _enforcement(model, runtime)
+
+    def judged(
+        paths: list[Path], done: Callable[[int], None] | None
+    ) -> tuple[ModuleVerdict | FileError, ...]:
         results = verify_files(
-            model, files, max_size=max_size, workers=workers, progress=done, load_path=load_path
+            model, paths, max_size=max_size, workers=workers, progress=done, load_path=load_path
         )
+        return tuple(
+            replace(m, result=enforcement.result(m)) if isinstance(m, ModuleVerdict) else m
+            for m in results
+        )
+
+    with (progress or no_progress)("verifying modules", len(files) + len(extra)) as done:
+        results = judged(files, done)
+        offset = len(files)
+        tick = (lambda n: done(offset + n)) if done is not None else None
+        unlisted = judged(extra, tick) if extra else ()
     return VerifyReport(
         kernel=Path(kernel),
         module_hashes=model.merkle,
         root_record=model.root if model.merkle else None,
         pkcs7_support=model.pkcs7,
-        modules=tuple(results),
+        modules=results,
         counts=count_verdicts(results),
         config=model.config,
         module_decompress=model.decompress,
-        assumptions=tuple(assumptions(model, load_path)),
+        assumptions=tuple(assumptions(model, load_path, enforcement)),
+        enforcement=enforcement,
+        unlisted=unlisted,
+        modules_dir=None if modules_dir is None else Path(modules_dir),
     )
+
+
+def run_verify_system(
+    root: str | os.PathLike[str] | None = None,
+    kver: str | None = None,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    **options: object,
+) -> VerifyReport:
+    """``vmpatch verify --system``: an installed kernel (running, or under ``root``) and
+    its modules, found as :func:`vmpatch.workflow.system.find_system` finds them."""
+    from vmpatch.workflow.system import find_system
+
+    found = find_system(root, kver)
+    report = run_verify(
+        found.image,
+        modules_dir=found.modules,
+        config=config if config is not None else found.config,
+        runtime=found.runtime,
+        **options,  # type: ignore[arg-type]
+    )
+    notes = list(report.assumptions)
+    if found.other_images:
+        others = ", ".join(str(p) for p in found.other_images)
+        notes.append(f"the machine boots {found.image} (also installed for {found.kver}: {others})")
+    return replace(report, system=found, assumptions=tuple(notes))

@@ -19,7 +19,8 @@ from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
 from vmpatch.errors import UsageError
 
 if TYPE_CHECKING:
-    from vmpatch.workflow.verify import VerifyReport
+    from vmpatch.workflow.results import FileError
+    from vmpatch.workflow.verify import ModuleVerdict, VerifyReport
 
 
 @app.command(cls=Command)
@@ -88,14 +89,37 @@ def verify(
     modules: Annotated[
         list[Path] | None,
         typer.Argument(
-            metavar="[MODULE...]",
+            metavar="[MODULE...|KVER]",
             readable=False,
-            help="Module files (.ko, .ko.gz, .ko.xz, .ko.zst).",
+            help="Module files (.ko, .ko.gz, .ko.xz, .ko.zst); with --system, the kernel "
+            "release (default: uname -r, or under --root the one installed there).",
         ),
     ] = None,
     kernel: Annotated[
-        Path, typer.Option(readable=False, help="The vmlinux whose root decides.")
-    ] = ...,  # type: ignore[assignment]
+        Path | None,
+        typer.Option(
+            readable=False,
+            help="The kernel whose root decides: a vmlinux or a boot image (bzImage, UKI, ...).",
+        ),
+    ] = None,
+    system: Annotated[
+        bool,
+        typer.Option(
+            "--system",
+            help="Judge an installed kernel and its modules: /boot/vmlinuz-KVER (or "
+            "usr/lib/modules/KVER/vmlinuz, or a UKI under EFI/Linux/), /boot/config-KVER, "
+            "lib/modules/KVER, and the running kernel's sig_enforce and lockdown.",
+        ),
+    ] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            readable=False,
+            help="With --system: a mounted image to read instead of / (like depmod -b).",
+        ),
+    ] = None,
     modules_dir: Annotated[
         Path | None,
         typer.Option("--modules", readable=False, help="Take the modules from DIR/modules.order."),
@@ -128,29 +152,52 @@ def verify(
 ) -> int:
     """Tell, for each module, whether the kernel will load it, and why not."""
     from vmpatch.cli.progress import progress_bar
-    from vmpatch.workflow.verify import LoadPath, run_verify
+    from vmpatch.workflow.verify import LoadPath, run_verify, run_verify_system
 
     if summary and json_:
         raise UsageError(None, "--summary is a one-line human form; --json always has the counts")
-    report = run_verify(
-        kernel,
-        modules or [],
-        modules_dir=modules_dir,
-        suffix=suffix,
-        max_size=max_decompressed,
-        progress=progress_bar,
-        config=config,
-        load_path=None if load_path is None else LoadPath(load_path),
-    )
+    chosen_path = None if load_path is None else LoadPath(load_path)
+    if system:
+        if kernel is not None or modules_dir is not None or suffix is not None:
+            raise UsageError(None, "--system finds the kernel and modules; drop --kernel/--modules")
+        if modules and len(modules) > 1:
+            raise UsageError(None, "--system takes one KVER, not module files")
+        report = run_verify_system(
+            root,
+            str(modules[0]) if modules else None,
+            config=config,
+            max_size=max_decompressed,
+            progress=progress_bar,
+            load_path=chosen_path,
+        )
+    else:
+        if root is not None:
+            raise UsageError(None, "--root is for --system")
+        if kernel is None:
+            raise UsageError(None, "missing option --kernel (or use --system)")
+        report = run_verify(
+            kernel,
+            modules or [],
+            modules_dir=modules_dir,
+            suffix=suffix,
+            max_size=max_decompressed,
+            progress=progress_bar,
+            config=config,
+            load_path=chosen_path,
+        )
     shown = report.failures() if failures else report
-    file_errors(report.modules)
+    file_errors((*report.modules, *report.unlisted))
     if json_:
         emit_json("verify", shown)
     elif summary:
-        plain(_summary_line(report))
+        plain(_summary_line(report), *_unlisted_line(report))
     else:
+        _system_lines(shown)
         _verify_table(shown)
+        _unlisted_table(shown)
         show(_summary_line(report))
+        for line in _unlisted_line(report):
+            show(line)
     judged = report.total - report.counts.error  # files that got a verdict at all
     if report.placeholder and judged:
         warn(
@@ -215,3 +262,66 @@ def _verify_table(report: VerifyReport) -> None:
         show(line)
     for line in report.assumptions:
         show(f"assumes {line}")
+
+
+def _system_lines(report: VerifyReport) -> None:
+    """With --system: which kernel, config and module tree were found, and the enforcement."""
+    found = report.system
+    if found is not None:
+        show(f"kernel {found.kver}: {found.image}")
+        show(f"modules {found.modules}")
+        show(f"config {found.config or '(none found)'}")
+    enforcement = report.enforcement
+    if enforcement is not None and found is not None:
+        said = "; ".join(enforcement.evidence) or "nothing read"
+        guess = " (assumed)" if enforcement.assumed else ""
+        show(f"enforcement {enforcement.mode}{guess}: {said}")
+
+
+def _unlisted_line(report: VerifyReport) -> list[str]:
+    """The counts of the modules modules.order does not name (they also decide the exit code)."""
+    from vmpatch.workflow.verify import count_verdicts
+
+    if not report.unlisted:
+        return []
+    counts = count_verdicts(report.unlisted)
+    parts = [f"{counts.accept} accepted", f"{counts.reject} rejected"]
+    parts.append(f"{counts.unchecked} unchecked")
+    if counts.error:
+        parts.append(f"{counts.error} unreadable")
+    return [f"{len(report.unlisted)} not in modules.order: " + ", ".join(parts)]
+
+
+def _unlisted_table(report: VerifyReport) -> None:
+    """Module files modules.order does not name (out-of-tree, DKMS), apart from the rest."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vmpatch.workflow.results import FileError
+
+    if not report.unlisted:
+        return
+    tree = report.modules_dir
+    where = f"{tree}/modules.order" if tree is not None else "modules.order"
+    table = Table(title=f"not in {where} (out-of-tree, DKMS)")
+
+    def shown_path(r: ModuleVerdict | FileError) -> str:
+        return str(r.path.relative_to(tree) if tree is not None else r.path)
+
+    longest = max(len(shown_path(r)) for r in report.unlisted)
+    table.add_column("module", overflow="fold", min_width=min(longest, 40))
+    for column in ("trailer", "verdict", "result", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in report.unlisted:
+        if isinstance(r, FileError):
+            table.add_row(escape(shown_path(r)), "-", "[red]ERROR[/]", "-", escape(r.error.reason))
+            continue
+        style = {"ACCEPT": "green", "REJECT": "red"}.get(r.verdict, "yellow")
+        table.add_row(
+            escape(shown_path(r)),
+            str(r.trailer["kind"]),
+            f"[{style}]{r.verdict}[/]",
+            r.result,
+            escape(r.reason),
+        )
+    show(table)
