@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from clirun import vmpatch
+from clirun import tool, vmpatch
 from conftest import TESTDATA, require_tool
 
 MARKER = b"~Module signature appended~\n"
@@ -101,7 +100,7 @@ def test_only_pkcs7_signatures_say_nothing_was_checked(proved: Path, tmp_path: P
     a run of them only checked nothing, which the summary must say."""
     strip = require_tool("strip", "binutils")
     kernel = tmp_path / "vmlinux.stripped"
-    subprocess.run([strip, "--strip-all", "-o", str(kernel), str(proved / "vmlinux")], check=True)
+    tool(strip, "--strip-all", "-o", kernel, proved / "vmlinux")
     plain = TESTDATA / "kbuild-x86_64"
     signed = [
         pkcs7_signed(plain / "lib" / "crc_toy.ko", tmp_path / "crc_toy.ko"),
@@ -158,9 +157,7 @@ def test_a_blank_root_is_named(tmp_path: Path) -> None:
 def test_no_section_means_no_root(proved: Path, tmp_path: Path) -> None:
     objcopy = require_tool("objcopy", "binutils-multiarch")
     image = tmp_path / "vmlinux.nohashes"
-    subprocess.run(
-        [objcopy, "--remove-section", ".module_hashes", proved / "vmlinux", image], check=True
-    )
+    tool(objcopy, "--remove-section", ".module_hashes", proved / "vmlinux", image)
     doc = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0]).json()
     assert doc["module_hashes"] is False
     assert (doc["levels"], doc["root"], doc["placeholder"]) == (None, None, None)

@@ -17,13 +17,11 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from clirun import ROOT, vmpatch
+from clirun import PIPE, Process, spawn_vmpatch, tool, tool_text, vmpatch
 from conftest import TESTDATA, require_tool
 
 INSTALLED = TESTDATA / "installed-x86_64" / "lib" / "modules" / "6.12.0-vmpatch"
@@ -37,7 +35,7 @@ def kernel_visible(path: Path) -> bytes:
     for suffix, argv in DECOMPRESS.items():
         if path.name.endswith(suffix):
             require_tool(argv[0])
-            return subprocess.run([*argv, str(path)], check=True, capture_output=True).stdout
+            return bytes(tool(*argv, path).stdout)
     return path.read_bytes()
 
 
@@ -135,12 +133,7 @@ def test_codecs_and_kbuild_compression_parameters_are_kept(staged: tuple[Path, P
         head = path.read_bytes()[:6]
         if path.name.endswith(".xz"):
             assert head == b"\xfd7zXZ\x00"
-            listing = subprocess.run(
-                ["xz", "--robot", "--list", "-vv", str(path)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            listing = tool_text("xz", "--robot", "--list", "-vv", path)
             assert "\tCRC32\t" in listing, listing  # kbuild's --check=crc32
             assert "dict=1MiB" in listing or "1048576" in listing, listing
         elif path.name.endswith(".zst"):
@@ -334,12 +327,8 @@ def test_a_second_process_waits_or_refuses(staged: tuple[Path, Path]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         refused = vmpatch("reroot", "--no-wait", "--kernel", kernel, tree)
         assert refused.returncode == 3 and "another vmpatch process" in refused.stderr
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "vmpatch", "reroot", "--kernel", str(kernel), str(tree)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        waiting = spawn_vmpatch(
+            "reroot", "--kernel", kernel, tree, text=True, stdout=PIPE, stderr=PIPE
         )
         time.sleep(1.5)
         assert waiting.poll() is None, "the second run did not wait for the lock"
@@ -391,18 +380,11 @@ def _contents(top: Path) -> dict[str, bytes]:
     return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
 
 
-def _start(kernel: Path, tree: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vmpatch", "reroot", "--kernel", str(kernel), str(tree)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _start(kernel: Path, tree: Path) -> Process[str]:
+    return spawn_vmpatch("reroot", "--kernel", kernel, tree, text=True, stderr=PIPE)
 
 
-def _staging_began(top: Path, proc: subprocess.Popen[str], timeout: float = 60) -> bool:
+def _staging_began(top: Path, proc: Process[str], timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if any(top.rglob("*.vmpatch-tmp")):
