@@ -237,17 +237,6 @@ def test_e2e_bzimage_blank_root() -> None:
     assert " .module_hashes " in sections
 
 
-def _load_script() -> object:
-    loader = importlib.machinery.SourceFileLoader(
-        "make_testdata_boot", str(SCRIPTS / "make-testdata")
-    )
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
 def test_manifest_lists_every_boot_file() -> None:
     manifest = json.loads((TESTDATA / "MANIFEST.json").read_text())
     files = manifest["boot"]["files"]

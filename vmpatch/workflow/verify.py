@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from vmpatch.boot.kernel import kernel_model
 from vmpatch.errors import EXIT_MISMATCH, InputError, UsageError, VmpatchError
 from vmpatch.ko.kdecompress import LoadPath
-from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.root import HasRootRecord, ModuleHashesRoot
 from vmpatch.verdict import (
     KernelModel,
     Pkcs7Support,
@@ -108,7 +108,7 @@ class VerdictCounts:
 
 
 @dataclass(frozen=True)
-class VerifyReport:
+class VerifyReport(HasRootRecord):
     """What ``vmpatch verify`` found: the kernel it judged against, then every file.
 
     ``levels``/``root``/``placeholder`` are None for an image without
@@ -135,18 +135,6 @@ class VerifyReport:
     config: str | None = None  # the kernel config the verdicts read, if any
     module_decompress: str | None = None  # its in-kernel codec; "" without MODULE_DECOMPRESS
     assumptions: tuple[str, ...] = ()  # what the verdicts take for granted
-
-    @property
-    def levels(self) -> int | None:
-        return self.root_record.levels if self.root_record else None
-
-    @property
-    def root_hex(self) -> str | None:
-        return self.root_record.digest.hex() if self.root_record else None
-
-    @property
-    def placeholder(self) -> bool | None:
-        return self.root_record.is_placeholder if self.root_record else None
 
     @property
     def total(self) -> int:
@@ -257,31 +245,6 @@ def kernel_view(
         ) from None
     except kdecompress.Unmodelled as err:
         raise InputError(path, str(err)) from None
-
-
-def _is_elf(path: str | os.PathLike[str]) -> bool:
-    from vmpatch.errors import SystemFailure
-    from vmpatch.fs.atomic import open_input
-
-    try:
-        with open_input(Path(path)) as probe:
-            return probe.read(4) == b"\x7fELF"
-    except OSError as err:
-        raise SystemFailure.from_oserror(Path(path), err, "read") from err
-
-
-def _boot_image_model(image: str | os.PathLike[str]) -> KernelModel:
-    """The model of a boot image, read through :mod:`vmpatch.boot` (its symbols are gone)."""
-    from vmpatch.boot.kernel import read_kernel
-    from vmpatch.errors import InputError
-
-    facts = read_kernel(image)
-    if facts.hashes == "unknown":
-        raise InputError(image, f"cannot tell whether it authenticates modules: {facts.evidence}")
-    if facts.hashes == "present" and facts.root is None:
-        raise InputError(image, facts.evidence)
-    root = facts.root or ModuleHashesRoot.placeholder()
-    return KernelModel(root=root, merkle=facts.hashes == "present", pkcs7=Pkcs7Support.UNKNOWN)
 
 
 def modules_of_build_dir(
