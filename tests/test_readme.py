@@ -12,7 +12,7 @@ on PATH that is this checkout; the placeholders (``$KBUILD_OUTPUT``,
 ``$INSTALL_MOD_PATH``, ``$KVER``, ``/lib/modules/$(uname -r)``, ``/tmp/``) point
 into ``tmp_path``: a copy of ``testdata/kbuild-x86_64`` and an install tree
 staged from it the way ``make modules_install`` lays one out. Results are
-checked against the format rules (:func:`test_tree.reference_root`), readelf's
+checked against the format rules (:func:`formatref.reference_root`), readelf's
 section offsets and the bytes on disk, not against vmpatch's own report alone.
 """
 
@@ -33,11 +33,10 @@ import pytest
 from clirun import Run, python, tool
 from conftest import ROOT, TESTDATA, require_tool
 from elfcorrupt import SECTION, readelf_facts
-from test_tree import reference_root
+from formatref import MARKER, reference_root
 
 README = ROOT / "README.md"
 KBUILD = TESTDATA / "kbuild-x86_64"
-MARKER = b"~Module signature appended~\n"
 #: kbuild's xz parameters for modules (scripts/Makefile.modinst, cmd_xz).
 KBUILD_XZ = ("xz", "--check=crc32", "--lzma2=dict=1MiB")
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from clirun import PIPE, Process, spawn_vmpatch, tool, tool_text, vmpatch
 from conftest import TESTDATA, require_tool
+from formatref import INFO, MARKER, peel_one, peel_trailers, reference_root_of
 
 INSTALLED = TESTDATA / "installed-x86_64" / "lib" / "modules" / "6.12.0-vmpatch"
 KBUILD = TESTDATA / "kbuild-x86_64"
-MARKER = b"~Module signature appended~\n"
 DECOMPRESS = {".xz": ["xz", "-dc"], ".zst": ["zstd", "-dcq"], ".gz": ["gzip", "-dc"]}
 
 
@@ -37,31 +37,6 @@ def kernel_visible(path: Path) -> bytes:
             require_tool(argv[0])
             return bytes(tool(*argv, path).stdout)
     return path.read_bytes()
-
-
-def trailers(data: bytes) -> tuple[bytes, list[int]]:
-    """The bytes under every trailer, and the id_types cut off, last first."""
-    kinds = []
-    while data.endswith(MARKER):
-        info = data[-len(MARKER) - 12 : -len(MARKER)]
-        id_type, sig_len = info[2], struct.unpack(">I", info[8:])[0]
-        kinds.append(id_type)
-        data = data[: len(data) - len(MARKER) - 12 - sig_len]
-    return data, kinds
-
-
-def reference_root(bases: list[bytes]) -> tuple[int, bytes]:
-    layer = [
-        hashlib.sha256(b"\x01" + struct.pack(">I", i) + b).digest() for i, b in enumerate(bases)
-    ]
-    levels = 0
-    while len(layer) > 1 or (levels == 0 and layer):
-        layer = [
-            hashlib.sha256(b"\x02" + layer[i] + layer[min(i + 1, len(layer) - 1)]).digest()
-            for i in range(0, len(layer), 2)
-        ]
-        levels += 1
-    return levels, layer[0] if layer else bytes(32)
 
 
 def order_files(tree: Path) -> list[Path]:
@@ -98,17 +73,17 @@ def test_install_tree_is_re_rooted_exactly(staged: tuple[Path, Path]) -> None:
     run = vmpatch("reroot", "--kernel", kernel, tree, "--json")
     assert run.returncode == 0, run.stderr
     doc = run.json()
-    levels, root = reference_root([trailers(data)[0] for data in before])
+    levels, root = reference_root_of([peel_trailers(data)[0] for data in before])
     assert (doc["layout"], doc["levels"], doc["root"]) == ("installed", levels, root.hex())
     # The kernel image carries the root in its section (little-endian levels, x86_64).
     located = vmpatch("inspect", "--json", kernel).json()
     assert (located["levels"], located["root"]) == (levels, root.hex())
     for position, path in enumerate(order_files(tree)):
         data = kernel_visible(path)
-        base, kinds = trailers(data)
+        base, kinds = peel_trailers(data)
         assert kinds == [3], f"{path.name}: exactly one trailer, a proof: {kinds}"
-        assert base == trailers(before[position])[0], path.name
-        proof = data[len(base) : len(data) - len(MARKER) - 12]
+        assert base == peel_trailers(before[position])[0], path.name
+        proof = data[len(base) : len(data) - len(MARKER) - INFO.size]
         assert struct.unpack(">I", proof[:4])[0] == position
         assert len(proof) == 4 + 32 * levels
     actions = {m["path"].split("/")[-1]: m["action"] for m in doc["modules"]}
@@ -188,19 +163,14 @@ def test_keep_signatures_hashes_them_in_place(staged: tuple[Path, Path]) -> None
     # What is hashed: each module with its stale proofs cut, its signature kept.
     expected = []
     for data in before:
-        while data.endswith(MARKER) and data[-len(MARKER) - 12 + 2] == 3:  # id_type: a proof
-            data = _cut_one(data)
+        while data.endswith(MARKER) and data[-len(MARKER) - INFO.size + 2] == 3:  # id_type: a proof
+            data = peel_one(data)
         expected.append(data)
-    _levels, root = reference_root(expected)
+    _levels, root = reference_root_of(expected)
     assert run.json()["root"] == root.hex()
-    signed = [p for p in order_files(tree) if trailers(kernel_visible(p))[1] == [3, 2]]
+    signed = [p for p in order_files(tree) if peel_trailers(kernel_visible(p))[1] == [3, 2]]
     assert len(signed) == 3
     assert vmpatch("verify", "--kernel", kernel, "--modules", tree).returncode == 0
-
-
-def _cut_one(data: bytes) -> bytes:
-    info = data[-len(MARKER) - 12 : -len(MARKER)]
-    return data[: len(data) - len(MARKER) - 12 - struct.unpack(">I", info[8:])[0]]
 
 
 def test_extra_modules_take_the_positions_after_the_tree(staged: tuple[Path, Path]) -> None:
@@ -226,7 +196,7 @@ def test_kbuild_tree_gets_proofs_and_root_and_keeps_its_modules(tmp_path: Path) 
     assert run.json()["layout"] == "kbuild"
     assert {p: p.read_bytes() for p in tree.rglob("*.ko")} == modules
     lines = (tree / "modules.order").read_text().splitlines()
-    levels, root = reference_root([(tree / (line[:-2] + ".ko")).read_bytes() for line in lines])
+    levels, root = reference_root_of([(tree / (line[:-2] + ".ko")).read_bytes() for line in lines])
     assert (run.json()["levels"], run.json()["root"]) == (levels, root.hex())
     assert vmpatch("inspect", "--json", tree / "vmlinux").json()["root"] == root.hex()
     before = snapshot(tree)
@@ -238,7 +208,7 @@ def test_a_proved_build_tree_module_is_refused_before_any_write(tmp_path: Path) 
     tree = tmp_path / "linux"
     shutil.copytree(KBUILD, tree)
     with open(tree / "lib" / "crc_toy.ko", "ab") as module:
-        module.write(b"\0" * 36 + struct.pack(">BBBBB3xI", 0, 0, 3, 0, 0, 36) + MARKER)
+        module.write(b"\0" * 36 + INFO.pack(0, 0, 3, 0, 0, 36) + MARKER)
     before = snapshot(tree)
     run = vmpatch("reroot", tree)
     assert run.returncode == 2
@@ -271,7 +241,7 @@ def test_bad_trees_change_nothing(
         crc.write_bytes(bytes(data))
     elif damage == "malformed trailer":
         zz = tree / "kernel" / "lib" / "zz_first.ko"
-        zz.write_bytes(zz.read_bytes() + struct.pack(">BBBBB3xI", 0, 0, 3, 0, 0, 1 << 30) + MARKER)
+        zz.write_bytes(zz.read_bytes() + INFO.pack(0, 0, 3, 0, 0, 1 << 30) + MARKER)
     else:
         outside = tmp_path / "elsewhere.ko.xz"
         crc.rename(outside)

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from clirun import tool, vmpatch
 from conftest import ROOT, require, require_tool
+from formatref import INFO, MARKER
 
 #: The workspace's shared/ lies beside the clone (in CI too); VMPATCH_SHARED names another.
 E2E = Path(os.environ.get("VMPATCH_SHARED", ROOT.parent / "shared")) / "e2e"
 ARTIFACTS = E2E / "artifacts"
-MARKER = b"~Module signature appended~\n"
 
 KBUILD_COMPRESS = {
     "gzip": (".gz", ["gzip", "-n", "-f"]),
@@ -39,10 +39,10 @@ def _post_processed(data: bytes, index: int) -> bytes:
     """What a packager's steps may have left on a module: nothing, a signature, a stale proof."""
     if index % 3 == 1:  # a trailer of type 2 whose bytes no kernel key would take
         blob = b"\x30\x03\x02\x01\x00"
-        return data + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + MARKER
+        return data + blob + INFO.pack(0, 0, 2, 0, 0, len(blob)) + MARKER
     if index % 3 == 2:  # a proof of a 4-level tree no kernel carries
         proof = struct.pack(">I", index) + bytes(range(32)) * 4
-        return data + proof + struct.pack(">BBBBB3xI", 0, 0, 3, 0, 0, len(proof)) + MARKER
+        return data + proof + INFO.pack(0, 0, 3, 0, 0, len(proof)) + MARKER
     return data
 
 

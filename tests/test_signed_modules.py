@@ -22,19 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from clirun import hook, tool, vmpatch
 from conftest import TESTDATA, require_tool
+from formatref import INFO, MARKER, reference_root
 from test_kotool import patched_vmlinux
-from test_tree import reference_root
 
 KBUILD = TESTDATA / "kbuild-x86_64"
-MARKER = b"~Module signature appended~\n"
-INFO = struct.Struct(">BBBBB3xI")  # struct module_signature
 
 
 def kernel_accepts(data: bytes, levels: int, root: bytes) -> bool:
