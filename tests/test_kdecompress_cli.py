@@ -148,3 +148,28 @@ def test_userspace_path_reads_every_stream(codec: str) -> None:
     if codec != "gzip":  # zlib's gzread ignores trailing garbage; liblzma and libzstd do not
         with pytest.raises(KernelRefusal):
             userspace_decompress(blob + b"garbage!", codec, max_size=1 << 20)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "xz", "zstd"])
+def test_streams_longer_than_one_output_step(codec: str) -> None:
+    """Output of several MiB (many decode steps): both paths give the bytes, and the kernel's
+    decoder stops exactly where the real tool's stream ends (gzip: before its 8-byte trailer).
+
+    A 3 MiB module once made the kmod path refuse a good .ko.gz ("CRC32 is wrong"):
+    the input consumed was miscounted once decoding took more than one step.
+    """
+    from vmpatch.ko.kdecompress import kernel_decompress, userspace_decompress
+
+    argv = {
+        "gzip": ["gzip", "-n", "-c"],
+        "xz": ["xz", "--check=crc32", "-c"],
+        "zstd": ["zstd", "-c"],
+    }
+    require_tool(argv[codec][0])
+    original = bytes(range(256)) * 4096 + b"\0" * (2 << 20)  # 3 MiB, partly incompressible
+    packed = bytes(tool(*argv[codec], input=original).stdout)
+    assert userspace_decompress(packed, codec, max_size=8 << 20).data == original
+    decoded = kernel_decompress(packed, codec, max_size=8 << 20)
+    assert decoded.data == original
+    trailer = {"gzip": 8, "xz": 0, "zstd": 0}[codec]  # RFC 1952: CRC32 and ISIZE
+    assert (decoded.consumed, decoded.ignored) == (len(packed) - trailer, trailer)
