@@ -11,7 +11,12 @@ environment it sees is stated in one place:
   under ``LC_ALL=C``, so its output is parsed in the locale it was written for;
 * ``unprivileged=True`` runs any of them as ``nobody`` when the suite runs as
   root (through ``setpriv``), so permission checks are exercised instead of
-  skipped; :func:`traversable_dir` gives such a process a directory it can reach.
+  skipped; :func:`traversable_dir` gives such a process a directory it can reach;
+* :func:`spawn` (and :func:`spawn_vmpatch`, :func:`spawn_tool`) starts a child
+  without waiting, for tests that signal, kill or race it.
+
+``tests/test_test_infra.py`` fails when another test module starts a process
+itself.
 """
 
 from __future__ import annotations
