@@ -11,7 +11,12 @@ environment it sees is stated in one place:
   under ``LC_ALL=C``, so its output is parsed in the locale it was written for;
 * ``unprivileged=True`` runs any of them as ``nobody`` when the suite runs as
   root (through ``setpriv``), so permission checks are exercised instead of
-  skipped; :func:`traversable_dir` gives such a process a directory it can reach.
+  skipped; :func:`traversable_dir` gives such a process a directory it can reach;
+* :func:`spawn` (and :func:`spawn_vmpatch`, :func:`spawn_tool`) starts a child
+  without waiting, for tests that signal, kill or race it.
+
+``tests/test_test_infra.py`` fails when another test module starts a process
+itself.
 """
 
 from __future__ import annotations
@@ -162,22 +167,52 @@ def vmpatch(
     return execute(argv, env=python_env(env), cwd=cwd, timeout=timeout, unprivileged=unprivileged)
 
 
-def spawn_vmpatch(*args: Arg, env: Env | None = None) -> subprocess.Popen[bytes]:
-    """Start ``python -m vmpatch ARGS`` without waiting, output discarded (to be killed)."""
+#: What a spawned child's streams may be: a pipe the test reads, nothing, or a file.
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+
+#: A child process started by :func:`spawn` (the test signals, polls and reaps it).
+Process = subprocess.Popen
+
+
+def spawn(
+    argv: Sequence[Arg],
+    *,
+    env: Mapping[str, str],
+    text: bool = False,
+    stdin: int | IO[Any] | None = DEVNULL,
+    stdout: int | IO[Any] | None = DEVNULL,
+    stderr: int | IO[Any] | None = DEVNULL,
+) -> Process[Any]:
+    """Start ``argv`` without waiting: for tests that signal, kill or race a running child.
+
+    Streams default to nothing (``DEVNULL``); pass ``PIPE`` for the ones the
+    test reads with ``communicate()``.
+    """
     return subprocess.Popen(
-        vmpatch_argv(*args),
-        env=python_env(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        list(map(str, argv)), env=dict(env), text=text, stdin=stdin, stdout=stdout, stderr=stderr
     )
 
 
-def pipe_vmpatch(*args: Arg, env: Env | None = None) -> subprocess.Popen[bytes]:
+def spawn_vmpatch(
+    *args: Arg,
+    env: Env | None = None,
+    text: bool = False,
+    stdout: int | IO[Any] | None = DEVNULL,
+    stderr: int | IO[Any] | None = DEVNULL,
+) -> Process[Any]:
+    """Start ``python -m vmpatch ARGS`` from this checkout without waiting (output discarded)."""
+    return spawn(vmpatch_argv(*args), env=python_env(env), text=text, stdout=stdout, stderr=stderr)
+
+
+def pipe_vmpatch(*args: Arg, env: Env | None = None) -> Process[bytes]:
     """Start ``python -m vmpatch ARGS`` with stdout and stderr as pipes the test reads."""
-    return subprocess.Popen(
-        vmpatch_argv(*args), env=python_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    return spawn_vmpatch(*args, env=env, stdout=PIPE, stderr=PIPE)
+
+
+def spawn_tool(*argv: Arg, env: Env | None = None) -> Process[bytes]:
+    """Start an external program under ``LC_ALL=C`` without waiting (output discarded)."""
+    return spawn(argv, env=tool_env(env))
 
 
 def hook(*args: Arg, env: Env | None = None, unprivileged: bool = False) -> Run:
@@ -195,6 +230,7 @@ def python(
     env: Env | None = None,
     cwd: Arg | None = None,
     check: bool = False,
+    timeout: float | None = 600,
     unprivileged: bool = False,
 ) -> Run:
     """This interpreter with ``args`` (``-c CODE``, a script, ``-m MODULE``) and this checkout."""
@@ -202,7 +238,7 @@ def python(
         [sys.executable, *args],
         env=python_env(env),
         cwd=cwd,
-        timeout=600,
+        timeout=timeout,
         check=check,
         unprivileged=unprivileged,
     )

@@ -47,6 +47,26 @@ def testdata() -> Path:
     return TESTDATA
 
 
+def built_modules(tree: Path) -> list[Path]:
+    """The ``.ko`` files a build tree's modules.order names, in its order."""
+    return [tree / (line[:-2] + ".ko") for line in (tree / "modules.order").read_text().split()]
+
+
+@pytest.fixture
+def proved(tmp_path: Path) -> Path:
+    """The miniature kbuild tree, rooted and proved the way kbuild does it (`cat`)."""
+    from clirun import vmpatch
+
+    tree = tmp_path / "linux"
+    shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
+    assert vmpatch("patch", "--from-tree", tree, tree / "vmlinux").returncode == 0
+    for line in (tree / "modules.order").read_text().splitlines():
+        stem = tree / line[:-2]
+        ko = stem.with_suffix(".ko")
+        ko.write_bytes(ko.read_bytes() + stem.with_suffix(".merkle").read_bytes())
+    return tree
+
+
 @functools.cache
 def tool_version(name: str) -> str | None:
     """The first line of ``NAME --version`` under ``LC_ALL=C``, or None when absent."""

@@ -16,12 +16,11 @@ import importlib.machinery
 import importlib.util
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Run, vmpatch
+from clirun import Run, python, spawn_tool, tool, tool_text, vmpatch
 from conftest import SCRIPTS, TESTDATA, require, require_tool
 from elfcorrupt import e2e_vmlinux
 
@@ -98,7 +97,7 @@ def test_lzo_payload_holds_the_known_root_by_lzop(tmp_path: Path) -> None:
     start = (data[0x1F1] + 1) * 512 + int.from_bytes(data[0x248:0x24C], "little")
     length = int.from_bytes(data[0x24C:0x250], "little")
     (tmp_path / "p.lzo").write_bytes(data[start : start + length - 4])  # minus size_append
-    subprocess.run([lzop, "-d", "-f", "p.lzo", "-o", "vmlinux"], cwd=tmp_path, check=True)
+    tool(lzop, "-d", "-f", "p.lzo", "-o", "vmlinux", cwd=tmp_path)
     run = vmpatch("inspect", "--json", tmp_path / "vmlinux")
     assert run.returncode == 0, run.stderr
     assert only(run)["root"] == known_digest("x86_64")
@@ -208,11 +207,9 @@ def test_kernel_option_refuses_a_program(testdata: Path) -> None:
 def test_kernel_option_refuses_a_core_file(tmp_path: Path, testdata: Path) -> None:
     """A real core dump, written by gdb's gcore from a running process."""
     gcore = require_tool("gcore", "gdb")
-    sleeper = subprocess.Popen(["sleep", "30"])
+    sleeper = spawn_tool("sleep", "30")
     try:
-        subprocess.run(
-            [gcore, "-o", str(tmp_path / "core"), str(sleeper.pid)], capture_output=True, check=True
-        )
+        tool(gcore, "-o", tmp_path / "core", str(sleeper.pid))
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -236,21 +233,8 @@ def test_e2e_bzimage_blank_root() -> None:
     assert (facts["levels"], facts["root"]) == (0, "00" * 32)
     # Evidence: the vmlinux beside it has the section, per GNU readelf.
     readelf = require_tool("readelf", "binutils")
-    sections = subprocess.run(
-        [readelf, "-SW", str(E2E / "vmlinux")], capture_output=True, text=True, check=True
-    ).stdout
+    sections = tool_text(readelf, "-SW", E2E / "vmlinux")
     assert " .module_hashes " in sections
-
-
-def _load_script() -> object:
-    loader = importlib.machinery.SourceFileLoader(
-        "make_testdata_boot", str(SCRIPTS / "make-testdata")
-    )
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def test_manifest_lists_every_boot_file() -> None:
@@ -263,18 +247,15 @@ def test_manifest_lists_every_boot_file() -> None:
 
 
 def test_boot_images_rebuild_bit_identical(tmp_path: Path) -> None:
-    for tool, package in (
+    for program, package in (
         ("lzop", "lzop"),
         ("lz4", "lz4"),
         ("bzip2", "bzip2"),
         ("lzma", "xz-utils"),
     ):
-        require_tool(tool, package)
+        require_tool(program, package)
     require(Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub").is_file(), "systemd-boot-efi")
-    proc = subprocess.run(
-        [str(SCRIPTS / "make-testdata"), "--out", str(tmp_path), "--arch", "x86_64", "--boot"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = python(SCRIPTS / "make-testdata", "--out", tmp_path, "--arch", "x86_64", "--boot")
     assert proc.returncode == 0, proc.stderr
     for rel in json.loads((TESTDATA / "MANIFEST.json").read_text())["boot"]["files"]:
         assert (tmp_path / rel).read_bytes() == (TESTDATA / rel).read_bytes(), rel

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Run, vmpatch
+from clirun import Run, tool, tool_text, vmpatch
 from conftest import require_tool
 
 pytestmark = pytest.mark.skipif(
@@ -60,7 +59,10 @@ def _cache() -> Path:
 
 
 def _apt(suite: str, arch: str) -> dict[str, str]:
-    """A private APT_CONFIG for ``suite`` and ``arch``: none of the system's apt state."""
+    """A private APT_CONFIG for ``suite`` and ``arch``: none of the system's apt state.
+
+    Returns the variables to add to the environment of apt-get and apt-cache.
+    """
     base = _cache() / f"{suite}-{arch}"
     for sub in ("lists/partial", "archives/partial", "etc/preferences.d", "etc/apt.conf.d"):
         (base / sub).mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def _apt(suite: str, arch: str) -> dict[str, str]:
         f'Dir::Etc::PreferencesParts "{base}/etc/preferences.d";\n'
         f'Dir::Etc::Parts "{base}/etc/apt.conf.d";\n'
     )
-    return {**os.environ, "APT_CONFIG": str(base / "apt.conf")}
+    return {"APT_CONFIG": str(base / "apt.conf")}
 
 
 def _fetch(arch: str) -> Path:
@@ -90,11 +92,8 @@ def _fetch(arch: str) -> Path:
     if unpacked.is_dir() and any((unpacked / "boot").glob("vmlinu*")):
         return unpacked
     apt_get = require_tool("apt-get", "apt")
-    subprocess.run([apt_get, "-qq", "update"], env=env, check=True)
-    names = subprocess.run(
-        ["apt-cache", "pkgnames", "linux-image-6.12"], env=env, check=True,
-        capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
+    tool(apt_get, "-qq", "update", env=env)
+    names = tool_text("apt-cache", "pkgnames", "linux-image-6.12", env=env).split()
     pattern = re.compile(rf"linux-image-6\.12\.\d+\+deb\d+-{flavour}(-unsigned)?$")
     wanted = sorted(
         (n for n in names if pattern.match(n)),
@@ -103,16 +102,14 @@ def _fetch(arch: str) -> Path:
     assert wanted, f"no 6.12 image package for {arch} in {suite}"
     # Newest first; a mirror may lack the newest security upload of a port, so fall back.
     for name in reversed(wanted):
-        fetched = subprocess.run(
-            [apt_get, "-qq", "download", f"{name}:{arch}"], cwd=base, env=env, check=False
-        )
+        fetched = tool(apt_get, "-qq", "download", f"{name}:{arch}", cwd=base, env=env, check=False)
         if fetched.returncode == 0:
             break
     else:
         pytest.fail(f"apt-get download failed for every one of {wanted}")
     deb = max(base.glob("linux-image-6.12*.deb"), key=lambda p: p.stat().st_mtime)
     unpacked.mkdir(exist_ok=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    tool("dpkg-deb", "-x", deb, unpacked)
     return unpacked
 
 

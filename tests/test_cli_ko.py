@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import clirun
-from clirun import Run, tool
+from clirun import Run, hook, tool
 from conftest import require_tool
 from test_kotool import cli_compress, cli_decompress, make_tree, modules, patched_vmlinux
 
@@ -193,6 +193,4 @@ def test_append_judges_a_kernel_without_module_hashes_as_verify_does(tmp_path: P
     assert proc.returncode == run.returncode, proc.stderr
     assert json.loads(proc.stdout)["modules"][0]["verdict"] == judged["verdict"]
     assert module.read_bytes() == catted.read_bytes()
-    from test_hook import hook
-
     assert hook("--kernel", image, hooked, hooked_proof).returncode == run.returncode

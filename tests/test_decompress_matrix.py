@@ -17,12 +17,12 @@ import errno
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.clirun import python
 from tests.conftest import ROOT, SCRIPTS, TESTDATA, require, require_tool
 from vmpatch.ko.kdecompress import LoadPath
 from vmpatch.records.root import ModuleHashesRoot
@@ -119,4 +119,4 @@ def test_verdict_equals_the_kernels_answer(case, proved: Path, tmp_path: Path) -
 @pytest.mark.skipif(os.environ.get("VMPATCH_E2E") != "1", reason="boots QEMU: set VMPATCH_E2E=1")
 def test_the_kernels_still_answer_as_recorded() -> None:
     require_tool("qemu-system-x86_64", "qemu-system-x86")
-    subprocess.run([sys.executable, str(SCRIPTS / "check-decompress-matrix")], check=True, cwd=ROOT)
+    python(SCRIPTS / "check-decompress-matrix", cwd=ROOT, check=True, timeout=None)

@@ -10,30 +10,17 @@ everyone to the top-level ``vmpatch --help``.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from clirun import vmpatch
-from conftest import ROOT, require_tool
+from clirun import hook, vmpatch
+from conftest import require_tool
 from test_kotool import cli_compress, make_tree, modules
 
 from vmpatch.fs.atomic import TEMP_MARK
 from vmpatch.sizes import format_size, parse_size
-
-
-def hook(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vmpatch.hook", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
 
 
 def one_line(stderr: str) -> str:

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import clirun
 import pytest
-from conftest import ROOT, TESTDATA, require_tool
+from conftest import TESTDATA, require_tool
 
 import vmpatch.ko.proof
 from vmpatch import errors, hook
@@ -245,27 +243,12 @@ _CALLS = {
 def test_real_signals(entry: str, signame: str, code: int, word: str) -> None:
     call, prefix = _CALLS[entry]
     script = textwrap.dedent(_SIGNAL_SCRIPT).format(signal=signame, call=call)
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-        check=False,
-    )
+    proc = clirun.python("-c", script, timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (code, "", f"{prefix}{word}\n")
 
 
-def _real(*args: str | Path, hook_entry: bool = False) -> subprocess.CompletedProcess[str]:
-    module = "vmpatch.hook" if hook_entry else "vmpatch"
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-        check=False,
-    )
+def _real(*args: str | Path, hook_entry: bool = False) -> clirun.Run:
+    return clirun.hook(*args) if hook_entry else clirun.vmpatch(*args)
 
 
 def test_real_missing_files(tmp_path: Path) -> None:
@@ -303,63 +286,18 @@ def test_fsync_dir_failure_in_ko_strip_is_a_system_failure(
 # --- an unreadable file, as an unprivileged user -------------------------------------
 
 
-def _unprivileged(run: Callable[[], int]) -> tuple[int, str]:
-    """Run ``run`` in a forked child as nobody:nogroup (root drops privileges first).
-
-    The child needs no new executable, so it works wherever the interpreter
-    lives; it is what ``setpriv --reuid=nobody --regid=nogroup --clear-groups``
-    does to a command. Returns the exit code and what the child wrote on stderr.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 99
-        try:
-            os.close(read_end)
-            sys.stderr = open(write_end, "w")  # noqa: SIM115 - lives until _exit
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            if os.geteuid() == 0:
-                import grp
-
-                try:
-                    gid = grp.getgrnam("nogroup").gr_gid
-                except KeyError:
-                    gid = grp.getgrnam("nobody").gr_gid
-                os.setgroups([])
-                os.setgid(gid)
-                os.setuid(pwd.getpwnam("nobody").pw_uid)
-            code = run()
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        except BaseException as err:
-            sys.stderr.write(f"child failed: {err!r}\n")
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(write_end)
-    with open(read_end) as pipe:
-        text = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), text
-
-
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory nobody may traverse (pytest's own tmp root is 0700)."""
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="vmpatch-errors-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
+    with clirun.traversable_dir(prefix="vmpatch-errors-") as path:
         yield path
-    finally:
-        shutil.rmtree(path)
 
 
-def test_unreadable_files_are_system_failures(
-    shared_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Not click's "Invalid value ... is not readable" (exit 2): `error: FILE: reason`, exit 3."""
+def test_unreadable_files_are_system_failures(shared_dir: Path) -> None:
+    """Not click's "Invalid value ... is not readable" (exit 2): `error: FILE: reason`, exit 3.
+
+    Each entry point runs as ``nobody`` (``unprivileged=True``): root reads any file.
+    """
     from vmpatch.workflow.tree import build_tree, plan_tree, write_proofs
 
     tree = shared_dir / "build"
@@ -368,31 +306,25 @@ def test_unreadable_files_are_system_failures(
     write_proofs(plan, build_tree(plan))
     module, proof = Path(plan.modules[0].module), plan.modules[0].proof
     image = tree / "vmlinux"
-    # Warm the imports each run needs while they can still be read (the stdlib
-    # may live where nobody cannot look), then make the inputs unreadable.
-    for argv in (["inspect", str(image)], ["verify", "--kernel", str(image), str(module)]):
-        with pytest.raises(SystemExit):
-            cli_main(argv)
-    with pytest.raises(SystemExit):
-        cli_main(["ko", "append", str(tree / "missing.ko"), str(proof)])
-    capsys.readouterr()
-    cases: list[tuple[Callable[[], int], Path, str]] = [
-        (lambda: cli_main(["inspect", str(image)]) or 0, image, "error: "),
-        (lambda: cli_main(["ko", "append", str(module), str(proof)]) or 0, module, "error: "),
-        (lambda: cli_main(["ko", "append", str(module), str(proof)]) or 0, proof, "error: "),
-        (lambda: cli_main(["verify", "--kernel", str(image), str(module)]) or 0, image, "error: "),
-        (lambda: cli_main(["verify", "--kernel", str(image), str(module)]) or 0, module, "error: "),
-        (lambda: hook.main([str(module), str(proof)]), module, "vmpatch-ko-append: "),
-        (lambda: hook.main([str(module), str(proof)]), proof, "vmpatch-ko-append: "),
+    cli, kbuild_hook = clirun.vmpatch, clirun.hook
+    cases: list[tuple[Callable[..., clirun.Run], list[str | Path], Path, str]] = [
+        (cli, ["inspect", image], image, "error: "),
+        (cli, ["ko", "append", module, proof], module, "error: "),
+        (cli, ["ko", "append", module, proof], proof, "error: "),
+        (cli, ["verify", "--kernel", image, module], image, "error: "),
+        (cli, ["verify", "--kernel", image, module], module, "error: "),
+        (kbuild_hook, [module, proof], module, "vmpatch-ko-append: "),
+        (kbuild_hook, [module, proof], proof, "vmpatch-ko-append: "),
     ]
-    for run, culprit, prefix in cases:
+    for entry, argv, culprit, prefix in cases:
         culprit.chmod(0o200)  # write-only: even a check for writing would pass
         try:
-            code, text = _unprivileged(run)
+            run = entry(*argv, unprivileged=True)
         finally:
             culprit.chmod(0o644)
+        text = run.stderr
         lines = text.splitlines()
-        assert code == 3, text
+        assert run.returncode == 3, text
         assert len(lines) == 1, text
         assert lines[0].startswith(f"{prefix}{culprit}: "), lines[0]
         assert lines[0].endswith("Permission denied"), lines[0]

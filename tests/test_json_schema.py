@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from clirun import ROOT, vmpatch
-from conftest import TESTDATA, require_tool
+from conftest import TESTDATA, built_modules, require_tool
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -40,10 +40,6 @@ def tree(tmp_path: Path) -> Path:
     return tree
 
 
-def modules(tree: Path) -> list[Path]:
-    return [tree / (line[:-2] + ".ko") for line in (tree / "modules.order").read_text().split()]
-
-
 def json_of(*args: object, code: int = 0) -> Any:
     run = vmpatch(*map(str, args), "--json")
     assert run.returncode == code, run.stderr
@@ -56,7 +52,7 @@ def test_every_command_matches_its_schema(tree: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"not xz at all")
     kernel = tree / "vmlinux"
     # An image, a module and an unreadable file in one call.
-    check("inspect", json_of("inspect", kernel, modules(tree)[0], bad, code=2))
+    check("inspect", json_of("inspect", kernel, built_modules(tree)[0], bad, code=2))
     boot = TESTDATA / "boot"
     images = sorted(
         p for p in boot.rglob("*") if p.is_file() and p.name not in ("System.map", "bzImage-lzo")
@@ -68,19 +64,27 @@ def test_every_command_matches_its_schema(tree: Path, tmp_path: Path) -> None:
     check("patch", json_of("patch", "--root-file", tmp_path / "root.bin", kernel))
     check(
         "ko append",
-        json_of("ko", "append", modules(tree)[0], modules(tree)[0].with_suffix(".merkle")),
+        json_of(
+            "ko", "append", built_modules(tree)[0], built_modules(tree)[0].with_suffix(".merkle")
+        ),
     )
     check("ko append-tree", json_of("ko", "append-tree", tree, "--kernel", kernel))
     # A corrupt .ko.xz is the kernel's EINVAL (a verdict); a missing file is an error entry.
-    check("verify", json_of("verify", "--kernel", kernel, *modules(tree), bad, code=1))
+    check("verify", json_of("verify", "--kernel", kernel, *built_modules(tree), bad, code=1))
     missing = tmp_path / "missing.ko"
-    check("verify", json_of("verify", "--kernel", kernel, *modules(tree), missing, code=2))
+    check("verify", json_of("verify", "--kernel", kernel, *built_modules(tree), missing, code=2))
     check("verify", json_of("verify", "--kernel", kernel, "--modules", tree, "--failures"))
-    check("ko strip-proof", json_of("ko", "strip-proof", *modules(tree)))
+    check("ko strip-proof", json_of("ko", "strip-proof", *built_modules(tree)))
     check(
         "ko strip",
         json_of(
-            "ko", "strip", "--install-mod-strip", "1", "--strip-program", strip, modules(tree)[0]
+            "ko",
+            "strip",
+            "--install-mod-strip",
+            "1",
+            "--strip-program",
+            strip,
+            built_modules(tree)[0],
         ),
     )
     check("reroot", json_of("reroot", "--dry-run", tree))
@@ -89,7 +93,7 @@ def test_every_command_matches_its_schema(tree: Path, tmp_path: Path) -> None:
     check("reroot", json_of("reroot", "--kernel", kernel, "--output", tmp_path / "re", installed))
     # With proofs in place, inspect shows a module's trailer object in full.
     json_of("ko", "append-tree", tree)
-    check("inspect", json_of("inspect", *modules(tree)))
+    check("inspect", json_of("inspect", *built_modules(tree)))
 
 
 def test_a_wrong_document_fails_its_schema(tree: Path) -> None:

@@ -10,12 +10,11 @@ compressed as kbuild compresses them.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.clirun import vmpatch
+from tests.clirun import tool, vmpatch
 from tests.conftest import require, require_tool
 from vmpatch.errors import InputError
 from vmpatch.records.kconfig import read_config
@@ -66,7 +65,7 @@ def _xz_tree(tmp_path: Path, e2e: Path, *xz_args: str) -> Path:
     shutil.copytree(e2e / "lib", tree / "lib")
     shutil.copy(e2e / "modules.order", tree / "modules.order")
     for ko in sorted(tree.rglob("*.ko")):
-        subprocess.run(["xz", *xz_args, str(ko)], check=True)
+        tool("xz", *xz_args, ko)
     return tree
 
 
@@ -82,8 +81,8 @@ def test_tree_over_kbuild_xz_modules_hashes_what_the_kernel_sees(tmp_path: Path,
 def test_tree_refuses_a_module_the_kernel_refuses(tmp_path: Path, e2e: Path) -> None:
     tree = _xz_tree(tmp_path, e2e, "--check=crc32", "--lzma2=dict=1MiB")
     crc8 = tree / "lib" / "crc8.ko.xz"
-    subprocess.run(["xz", "-d", str(crc8)], check=True)
-    subprocess.run(["xz", str(crc8.with_suffix(""))], check=True)  # default: CRC64
+    tool("xz", "-d", crc8)
+    tool("xz", crc8.with_suffix(""))  # default: CRC64
     before = sorted((p.name, p.stat().st_mtime_ns) for p in tree.rglob("*"))
     run = vmpatch("tree", "--suffix", ".ko.xz", tree)
     assert run.returncode == 2
@@ -96,7 +95,7 @@ def test_verify_states_config_and_loading_path(tmp_path: Path, e2e: Path) -> Non
     require_tool("gzip", "gzip")
     module = tmp_path / "crc8.ko"
     shutil.copy(e2e / "lib" / "crc8.ko", module)
-    subprocess.run(["gzip", "-n", str(module)], check=True)
+    tool("gzip", "-n", module)
     gz = tmp_path / "crc8.ko.gz"
     kernel = e2e / "vmlinux-modz-xz"
     forced = vmpatch(
@@ -133,15 +132,15 @@ def test_userspace_path_reads_every_stream(codec: str) -> None:
     """kmod decompresses the whole file: concatenated members, streams and frames."""
     from vmpatch.ko.kdecompress import KernelRefusal, kernel_decompress, userspace_decompress
 
-    tool = {
+    argv = {
         "gzip": ["gzip", "-n", "-c"],
         "xz": ["xz", "--check=crc32", "-c"],
         "zstd": ["zstd", "-c"],
     }
-    require_tool(tool[codec][0])
+    require_tool(argv[codec][0])
 
     def comp(data: bytes) -> bytes:
-        return subprocess.run(tool[codec], input=data, capture_output=True, check=True).stdout
+        return bytes(tool(*argv[codec], input=data).stdout)
 
     blob = comp(b"first half ") + comp(b"second half")
     assert userspace_decompress(blob, codec, max_size=1 << 20).data == b"first half second half"
@@ -149,3 +148,28 @@ def test_userspace_path_reads_every_stream(codec: str) -> None:
     if codec != "gzip":  # zlib's gzread ignores trailing garbage; liblzma and libzstd do not
         with pytest.raises(KernelRefusal):
             userspace_decompress(blob + b"garbage!", codec, max_size=1 << 20)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "xz", "zstd"])
+def test_streams_longer_than_one_output_step(codec: str) -> None:
+    """Output of several MiB (many decode steps): both paths give the bytes, and the kernel's
+    decoder stops exactly where the real tool's stream ends (gzip: before its 8-byte trailer).
+
+    A 3 MiB module once made the kmod path refuse a good .ko.gz ("CRC32 is wrong"):
+    the input consumed was miscounted once decoding took more than one step.
+    """
+    from vmpatch.ko.kdecompress import kernel_decompress, userspace_decompress
+
+    argv = {
+        "gzip": ["gzip", "-n", "-c"],
+        "xz": ["xz", "--check=crc32", "-c"],
+        "zstd": ["zstd", "-c"],
+    }
+    require_tool(argv[codec][0])
+    original = bytes(range(256)) * 4096 + b"\0" * (2 << 20)  # 3 MiB, partly incompressible
+    packed = bytes(tool(*argv[codec], input=original).stdout)
+    assert userspace_decompress(packed, codec, max_size=8 << 20).data == original
+    decoded = kernel_decompress(packed, codec, max_size=8 << 20)
+    assert decoded.data == original
+    trailer = {"gzip": 8, "xz": 0, "zstd": 0}[codec]  # RFC 1952: CRC32 and ISIZE
+    assert (decoded.consumed, decoded.ignored) == (len(packed) - trailer, trailer)

@@ -8,14 +8,13 @@ a worker process must reach the caller as the same typed, one-line error.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import struct
 import threading
 from pathlib import Path
 
 import pytest
+from formatref import leaf
 
 from vmpatch import merkle
 from vmpatch.errors import InputError, SystemFailure, UsageError, VmpatchError
@@ -34,10 +33,7 @@ def modules(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def expected(paths: list[Path]) -> list[bytes]:
     """The leaves straight from docs/format.md, without vmpatch."""
-    return [
-        hashlib.sha256(b"\x01" + struct.pack(">I", i) + p.read_bytes()).digest()
-        for i, p in enumerate(paths)
-    ]
+    return [leaf(i, p.read_bytes()) for i, p in enumerate(paths)]
 
 
 def test_processes_threads_and_one_thread_agree(modules: list[Path]) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from clirun import vmpatch
+from formatref import leaf, node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,17 +92,8 @@ GOLDEN = [
 
 
 # --------------------------------------------------------------------------------------------
-# The independent reference: top-down, recursive, from docs/format.md section 2 alone.
-
-
-def ref_leaf(index: int, data: bytes) -> bytes:
-    """leaf(i) = SHA256(0x01 || be32(i) || data), spelled out without vmpatch."""
-    return hashlib.sha256(bytes([1]) + index.to_bytes(4, "big") + data).digest()
-
-
-def ref_node(left: bytes, right: bytes) -> bytes:
-    """node(l, r) = SHA256(0x02 || l || r)."""
-    return hashlib.sha256(bytes([2]) + left + right).digest()
+# The independent reference: top-down, recursive, from docs/format.md section 2 alone
+# (leaf and node from tests/formatref.py, the tests' one spelling of the hash rules).
 
 
 def ref_levels(count: int) -> int:
@@ -141,7 +133,7 @@ class RefTree:
             left = self.node(height - 1, 2 * index)
             right_exists = self.exists(height - 1, 2 * index + 1)
             right = self.node(height - 1, 2 * index + 1) if right_exists else left
-            self._memo[key] = ref_node(left, right)
+            self._memo[key] = node(left, right)
         return self._memo[key]
 
     def root(self) -> bytes:
@@ -178,7 +170,7 @@ def module_bytes(index: int) -> bytes:
 
 @cache
 def all_leaves() -> tuple[bytes, ...]:
-    """leaf(i) for every module the tests use, via the library (checked against ref_leaf)."""
+    """leaf(i) for every module the tests use, via the library (checked against leaf)."""
     return tuple(leaf_digest(i, module_bytes(i)) for i in range(LEAF_POOL))
 
 
@@ -228,7 +220,7 @@ def test_golden_library(
     trailer = tree.trailer(0)
     assert len(trailer) == merkle_size
     assert hashlib.sha256(trailer).hexdigest() == merkle_sha
-    reference = RefTree([ref_leaf(i, module_bytes(i)) for i in range(count)])
+    reference = RefTree([leaf(i, module_bytes(i)) for i in range(count)])
     assert reference.root().hex() == root
     assert reference.trailer(0) == trailer
 
@@ -246,7 +238,7 @@ def _check_written_proofs(build_dir: Path, count: int, merkle_sha: str, merkle_s
     first = (build_dir / "m" / "mod0.merkle").read_bytes()
     assert len(first) == merkle_size
     assert hashlib.sha256(first).hexdigest() == merkle_sha
-    reference = RefTree([ref_leaf(i, module_bytes(i)) for i in range(count)])
+    reference = RefTree([leaf(i, module_bytes(i)) for i in range(count)])
     for i in range(count):
         assert (build_dir / "m" / f"mod{i}.merkle").read_bytes() == reference.trailer(i), i
 
@@ -287,8 +279,8 @@ def test_golden_cli(
 def test_library_leaves_match_reference() -> None:
     """The shared leaf cache itself is right (everything below relies on it)."""
     leaves = all_leaves()
-    assert all(leaves[i] == ref_leaf(i, module_bytes(i)) for i in range(len(leaves)))
-    assert node_digest(leaves[0], leaves[1]) == ref_node(leaves[0], leaves[1])
+    assert all(leaves[i] == leaf(i, module_bytes(i)) for i in range(len(leaves)))
+    assert node_digest(leaves[0], leaves[1]) == node(leaves[0], leaves[1])
 
 
 def test_exhaustive_small_trees() -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from clirun import python, tool
 from conftest import ROOT, require_tool
 
 from vmpatch import __version__
@@ -37,13 +36,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("vmpatch", "docs"):
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     out = work / "dist"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = python("-m", "pip", "wheel", "-q", "--no-deps", "-w", out, source)
     assert proc.returncode == 0, proc.stderr
     (built,) = out.glob("vmpatch-*.whl")
     return built
@@ -60,25 +53,20 @@ def test_wheel_carries_the_man_page(wheel: Path) -> None:
 def test_man_finds_the_page_in_a_venv(wheel: Path, tmp_path: Path) -> None:
     man = require_tool("man", "man-db")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-            "install", "-q", "--no-deps", "--no-index", str(wheel),
-        ],
-        check=True,
-        timeout=300,
+    python("-m", "venv", "--without-pip", venv, check=True)
+    python(
+        "-m", "pip", "--python", venv / "bin" / "python",
+        "install", "-q", "--no-deps", "--no-index", wheel,
+        check=True, timeout=300,
     )  # fmt: skip
     installed = venv / "share" / "man" / "man1" / "vmpatch.1"
     assert installed.read_bytes() == MANPAGE.read_bytes()
-    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
+    env: dict[str, str | None] = {"MANPATH": None, "MANOPT": None}
     env["PATH"] = os.pathsep.join([str(venv / "bin"), "/usr/bin", "/bin"])
-    found = subprocess.run(
-        [man, "-w", "vmpatch"], capture_output=True, text=True, env=env, check=False
-    )
+    found = tool(man, "-w", "vmpatch", text=True, env=env, check=False)
     assert found.returncode == 0, found.stderr
     assert Path(found.stdout.strip()).resolve() == installed.resolve()
     # Without the venv on PATH man-db does not look there: the PATH mapping is the evidence.
     env["PATH"] = "/usr/bin:/bin"
-    elsewhere = subprocess.run([man, "-w", "vmpatch"], capture_output=True, text=True, env=env)
+    elsewhere = tool(man, "-w", "vmpatch", text=True, env=env, check=False)
     assert str(venv) not in elsewhere.stdout

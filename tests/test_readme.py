@@ -12,7 +12,7 @@ on PATH that is this checkout; the placeholders (``$KBUILD_OUTPUT``,
 ``$INSTALL_MOD_PATH``, ``$KVER``, ``/lib/modules/$(uname -r)``, ``/tmp/``) point
 into ``tmp_path``: a copy of ``testdata/kbuild-x86_64`` and an install tree
 staged from it the way ``make modules_install`` lays one out. Results are
-checked against the format rules (:func:`test_tree.reference_root`), readelf's
+checked against the format rules (:func:`formatref.reference_root`), readelf's
 section offsets and the bytes on disk, not against vmpatch's own report alone.
 """
 
@@ -24,20 +24,19 @@ import re
 import shutil
 import stat
 import struct
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clirun import Run, python, tool
 from conftest import ROOT, TESTDATA, require_tool
 from elfcorrupt import SECTION, readelf_facts
-from test_tree import reference_root
+from formatref import MARKER, reference_root
 
 README = ROOT / "README.md"
 KBUILD = TESTDATA / "kbuild-x86_64"
-MARKER = b"~Module signature appended~\n"
 #: kbuild's xz parameters for modules (scripts/Makefile.modinst, cmd_xz).
 KBUILD_XZ = ("xz", "--check=crc32", "--lzma2=dict=1MiB")
 
@@ -101,21 +100,20 @@ def _bash(
     cwd: Path,
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ, NO_COLOR="1", TERM="dumb", COLUMNS="200", **(env or {}))
-    full_env["PATH"] = f"{_bin_dir(tmp_path)}{os.pathsep}{full_env.get('PATH', '')}"
-    full_env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        ["bash", "-e", "-c", script, "bash", *(args or [])],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+) -> Run:
+    """``script`` under bash as a user types it: the installed commands first on PATH."""
+    path = f"{_bin_dir(tmp_path)}{os.pathsep}{os.environ.get('PATH', '')}"
+    full_env: dict[str, str | None] = {
+        "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", **(env or {}),
+        "PATH": path, "PYTHONPATH": None,
+    }  # fmt: skip
+    return tool(
+        "bash", "-e", "-c", script, "bash", *(args or []),
+        cwd=cwd, env=full_env, text=True, check=False,
+    )  # fmt: skip
 
 
-def _ok(done: subprocess.CompletedProcess[str], what: str) -> str:
+def _ok(done: Run, what: str) -> str:
     assert done.returncode == 0, f"{what}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -154,7 +152,7 @@ def _stage_install(tree: Path, mod_dir: Path) -> dict[str, Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tree / (stem + ".ko"), target)
         if i == 1:
-            subprocess.run([*KBUILD_XZ, "-q", str(target)], check=True)
+            tool(*KBUILD_XZ, "-q", target)
             target = target.with_name(target.name + ".xz")
         installed[stem] = target
     shutil.copyfile(tree / "modules.order", mod_dir / "modules.order")
@@ -214,9 +212,7 @@ def run_reroot_recipe(block: Block, tmp_path: Path) -> None:
     for i, (stem, module) in enumerate(installed.items()):
         assert (tree / (stem + ".ko")).read_bytes() == built[stem], f"{stem}: build tree changed"
         if module.suffix == ".xz":
-            content = subprocess.run(
-                ["xz", "-dc", str(module)], check=True, capture_output=True
-            ).stdout
+            content = tool("xz", "-dc", module).stdout
         else:
             content = module.read_bytes()
         proof = (tree / (stem + ".merkle")).read_bytes()
@@ -250,7 +246,7 @@ def run_inspect_examples(block: Block, tmp_path: Path) -> None:
     module = installed / "kernel" / "lib" / "crc8.ko"
     module.parent.mkdir(parents=True)
     shutil.copyfile(KBUILD / "lib" / "crc_toy.ko", module)
-    subprocess.run(["zstd", "-q", "--rm", str(module)], check=True)
+    tool("zstd", "-q", "--rm", module)
     assert "/lib/modules/$(uname -r)" in block.text
     script = block.text.replace("/lib/modules/$(uname -r)", str(installed))
     stdout = _ok(_bash(script, tmp_path, cwd=work), "inspect examples")
@@ -280,14 +276,7 @@ def run_python_api(block: Block, tmp_path: Path) -> None:
     tree = _build_tree(tmp_path)
     assert "path/to/linux" in block.text
     code = block.text.replace("path/to/linux", str(tree))
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = python("-c", code, cwd=tmp_path)
     _ok(done, "Python example")
     _check_root(tree / "vmlinux", tree)
     for stem in _stems(tree):
@@ -316,11 +305,7 @@ def run_post_install_hook(block: Block, tmp_path: Path) -> None:
     _ok(_bash(f"{install}\n{second}", tmp_path, cwd=tmp_path, env=env), "post-install hook")
     modules = stage / "lib" / "modules" / kver
     for stem in _stems(tree):
-        data = subprocess.run(
-            ["xz", "-dc", str(modules / "kernel" / f"{stem}.ko.xz")],
-            check=True,
-            capture_output=True,
-        ).stdout
+        data = tool("xz", "-dc", modules / "kernel" / f"{stem}.ko.xz").stdout
         proof = (tree / f"{stem}.merkle").read_bytes()
         assert data == (tree / f"{stem}.ko").read_bytes() + proof, stem
     verify = f'vmpatch verify --kernel "$KBUILD_OUTPUT/vmlinux" --modules "{modules}"'

@@ -11,32 +11,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-from clirun import vmpatch
-from conftest import TESTDATA, require_tool
+from clirun import tool, vmpatch
+from conftest import TESTDATA, built_modules, require_tool
+from formatref import MARKER
 
-MARKER = b"~Module signature appended~\n"
 WIDE = {"COLUMNS": "400"}  # tables wide enough that no path is folded
-
-
-@pytest.fixture
-def proved(tmp_path: Path) -> Path:
-    """The miniature kbuild tree, rooted and proved the way kbuild does it (`cat`)."""
-    tree = tmp_path / "linux"
-    shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
-    assert vmpatch("patch", "--from-tree", tree, tree / "vmlinux").returncode == 0
-    for line in (tree / "modules.order").read_text().splitlines():
-        stem = tree / line[:-2]
-        ko = stem.with_suffix(".ko")
-        ko.write_bytes(ko.read_bytes() + stem.with_suffix(".merkle").read_bytes())
-    return tree
-
-
-def modules(tree: Path) -> list[Path]:
-    return [tree / (line[:-2] + ".ko") for line in (tree / "modules.order").read_text().split()]
 
 
 def corrupt_xz(tmp_path: Path) -> Path:
@@ -66,7 +47,7 @@ def pkcs7_signed(source: Path, target: Path) -> Path:
 
 
 def test_verify_reports_the_good_modules_around_a_bad_one(proved: Path, tmp_path: Path) -> None:
-    good, other = modules(proved)[0], modules(proved)[3]
+    good, other = built_modules(proved)[0], built_modules(proved)[3]
     bad = unreadable(tmp_path)
     run = vmpatch("verify", "--kernel", proved / "vmlinux", good, bad, other, env=WIDE)
     assert run.returncode == 2, run  # the most severe: an unreadable file (2) over none
@@ -90,22 +71,22 @@ def test_a_reject_and_an_error_exit_with_the_error(proved: Path, tmp_path: Path)
 def test_a_bad_kernel_still_stops_the_command(proved: Path, tmp_path: Path) -> None:
     junk = tmp_path / "vmlinux"
     junk.write_bytes(b"\0" * 64)
-    run = vmpatch("verify", "--json", "--kernel", junk, *modules(proved))
+    run = vmpatch("verify", "--json", "--kernel", junk, *built_modules(proved))
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.startswith(f"error: {junk}: ")
 
 
 def test_inspect_json_keeps_the_good_files(proved: Path, tmp_path: Path) -> None:
     bad = corrupt_xz(tmp_path)
-    run = vmpatch("inspect", "--json", proved / "vmlinux", bad, modules(proved)[1])
+    run = vmpatch("inspect", "--json", proved / "vmlinux", bad, built_modules(proved)[1])
     assert run.returncode == 2
     files = run.json()["files"]
     assert [f.get("kind") for f in files] == ["vmlinux", None, "module"]
     assert files[1]["path"] == str(bad) and files[1]["error"]["exit_code"] == 2
     assert files[2]["trailer"]["kind"] == "merkle"
-    human = vmpatch("inspect", proved / "vmlinux", bad, modules(proved)[1], env=WIDE)
+    human = vmpatch("inspect", proved / "vmlinux", bad, built_modules(proved)[1], env=WIDE)
     assert human.returncode == 2 and "module_hashes_root" in human.stdout
-    assert modules(proved)[1].name in human.stdout and f"error: {bad}:" in human.stderr
+    assert built_modules(proved)[1].name in human.stdout and f"error: {bad}:" in human.stderr
 
 
 def test_only_pkcs7_signatures_say_nothing_was_checked(proved: Path, tmp_path: Path) -> None:
@@ -113,7 +94,7 @@ def test_only_pkcs7_signatures_say_nothing_was_checked(proved: Path, tmp_path: P
     a run of them only checked nothing, which the summary must say."""
     strip = require_tool("strip", "binutils")
     kernel = tmp_path / "vmlinux.stripped"
-    subprocess.run([strip, "--strip-all", "-o", str(kernel), str(proved / "vmlinux")], check=True)
+    tool(strip, "--strip-all", "-o", kernel, proved / "vmlinux")
     plain = TESTDATA / "kbuild-x86_64"
     signed = [
         pkcs7_signed(plain / "lib" / "crc_toy.ko", tmp_path / "crc_toy.ko"),
@@ -127,12 +108,12 @@ def test_only_pkcs7_signatures_say_nothing_was_checked(proved: Path, tmp_path: P
     doc = vmpatch("verify", "--json", "--kernel", kernel, *signed).json()
     assert doc["counts"] == {"accept": 0, "reject": 0, "unchecked": 2, "error": 0}
     assert doc["nothing_checked"] is True and doc["pkcs7_support"] == "unknown"
-    mixed = vmpatch("verify", "--summary", "--kernel", kernel, signed[0], modules(proved)[0])
+    mixed = vmpatch("verify", "--summary", "--kernel", kernel, signed[0], built_modules(proved)[0])
     assert mixed.stdout == "2 modules: 1 accepted, 0 rejected, 1 unchecked; 1 of 2 checked\n"
 
 
 def test_failures_and_summary(proved: Path) -> None:
-    broken = modules(proved)[2]
+    broken = built_modules(proved)[2]
     data = bytearray(broken.read_bytes())
     data[100] ^= 1
     broken.write_bytes(bytes(data))
@@ -140,7 +121,7 @@ def test_failures_and_summary(proved: Path) -> None:
     only = vmpatch("verify", "--failures", "--kernel", kernel, "--modules", proved, env=WIDE)
     assert only.returncode == 1
     assert broken.name in only.stdout
-    assert all(m.name not in only.stdout for m in modules(proved) if m != broken)
+    assert all(m.name not in only.stdout for m in built_modules(proved) if m != broken)
     assert "5 modules: 4 accepted, 1 rejected, 0 unchecked" in only.stdout
     doc = vmpatch("verify", "--failures", "--json", "--kernel", kernel, "--modules", proved).json()
     assert [m["path"] for m in doc["modules"]] == [str(broken)]
@@ -157,7 +138,7 @@ def test_a_blank_root_is_named(tmp_path: Path) -> None:
     tree = tmp_path / "linux"
     shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
     assert vmpatch("tree", tree).returncode == 0
-    ko = modules(tree)[0]
+    ko = built_modules(tree)[0]
     ko.write_bytes(ko.read_bytes() + ko.with_suffix(".merkle").read_bytes())
     run = vmpatch("verify", "--kernel", tree / "vmlinux", ko)
     assert run.returncode == 1
@@ -170,9 +151,7 @@ def test_a_blank_root_is_named(tmp_path: Path) -> None:
 def test_no_section_means_no_root(proved: Path, tmp_path: Path) -> None:
     objcopy = require_tool("objcopy", "binutils-multiarch")
     image = tmp_path / "vmlinux.nohashes"
-    subprocess.run(
-        [objcopy, "--remove-section", ".module_hashes", proved / "vmlinux", image], check=True
-    )
-    doc = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0]).json()
+    tool(objcopy, "--remove-section", ".module_hashes", proved / "vmlinux", image)
+    doc = vmpatch("verify", "--json", "--kernel", image, built_modules(proved)[0]).json()
     assert doc["module_hashes"] is False
     assert (doc["levels"], doc["root"], doc["placeholder"]) == (None, None, None)

@@ -17,18 +17,16 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from clirun import ROOT, vmpatch
+from clirun import PIPE, Process, spawn_vmpatch, tool, tool_text, vmpatch
 from conftest import TESTDATA, require_tool
+from formatref import INFO, MARKER, peel_one, peel_trailers, reference_root_of
 
 INSTALLED = TESTDATA / "installed-x86_64" / "lib" / "modules" / "6.12.0-vmpatch"
 KBUILD = TESTDATA / "kbuild-x86_64"
-MARKER = b"~Module signature appended~\n"
 DECOMPRESS = {".xz": ["xz", "-dc"], ".zst": ["zstd", "-dcq"], ".gz": ["gzip", "-dc"]}
 
 
@@ -37,33 +35,8 @@ def kernel_visible(path: Path) -> bytes:
     for suffix, argv in DECOMPRESS.items():
         if path.name.endswith(suffix):
             require_tool(argv[0])
-            return subprocess.run([*argv, str(path)], check=True, capture_output=True).stdout
+            return bytes(tool(*argv, path).stdout)
     return path.read_bytes()
-
-
-def trailers(data: bytes) -> tuple[bytes, list[int]]:
-    """The bytes under every trailer, and the id_types cut off, last first."""
-    kinds = []
-    while data.endswith(MARKER):
-        info = data[-len(MARKER) - 12 : -len(MARKER)]
-        id_type, sig_len = info[2], struct.unpack(">I", info[8:])[0]
-        kinds.append(id_type)
-        data = data[: len(data) - len(MARKER) - 12 - sig_len]
-    return data, kinds
-
-
-def reference_root(bases: list[bytes]) -> tuple[int, bytes]:
-    layer = [
-        hashlib.sha256(b"\x01" + struct.pack(">I", i) + b).digest() for i, b in enumerate(bases)
-    ]
-    levels = 0
-    while len(layer) > 1 or (levels == 0 and layer):
-        layer = [
-            hashlib.sha256(b"\x02" + layer[i] + layer[min(i + 1, len(layer) - 1)]).digest()
-            for i in range(0, len(layer), 2)
-        ]
-        levels += 1
-    return levels, layer[0] if layer else bytes(32)
 
 
 def order_files(tree: Path) -> list[Path]:
@@ -100,17 +73,17 @@ def test_install_tree_is_re_rooted_exactly(staged: tuple[Path, Path]) -> None:
     run = vmpatch("reroot", "--kernel", kernel, tree, "--json")
     assert run.returncode == 0, run.stderr
     doc = run.json()
-    levels, root = reference_root([trailers(data)[0] for data in before])
+    levels, root = reference_root_of([peel_trailers(data)[0] for data in before])
     assert (doc["layout"], doc["levels"], doc["root"]) == ("installed", levels, root.hex())
     # The kernel image carries the root in its section (little-endian levels, x86_64).
     located = vmpatch("inspect", "--json", kernel).json()["files"][0]
     assert (located["levels"], located["root"]) == (levels, root.hex())
     for position, path in enumerate(order_files(tree)):
         data = kernel_visible(path)
-        base, kinds = trailers(data)
+        base, kinds = peel_trailers(data)
         assert kinds == [3], f"{path.name}: exactly one trailer, a proof: {kinds}"
-        assert base == trailers(before[position])[0], path.name
-        proof = data[len(base) : len(data) - len(MARKER) - 12]
+        assert base == peel_trailers(before[position])[0], path.name
+        proof = data[len(base) : len(data) - len(MARKER) - INFO.size]
         assert struct.unpack(">I", proof[:4])[0] == position
         assert len(proof) == 4 + 32 * levels
     actions = {m["path"].split("/")[-1]: m["action"] for m in doc["modules"]}
@@ -135,12 +108,7 @@ def test_codecs_and_kbuild_compression_parameters_are_kept(staged: tuple[Path, P
         head = path.read_bytes()[:6]
         if path.name.endswith(".xz"):
             assert head == b"\xfd7zXZ\x00"
-            listing = subprocess.run(
-                ["xz", "--robot", "--list", "-vv", str(path)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            listing = tool_text("xz", "--robot", "--list", "-vv", path)
             assert "\tCRC32\t" in listing, listing  # kbuild's --check=crc32
             assert "dict=1MiB" in listing or "1048576" in listing, listing
         elif path.name.endswith(".zst"):
@@ -195,19 +163,14 @@ def test_keep_signatures_hashes_them_in_place(staged: tuple[Path, Path]) -> None
     # What is hashed: each module with its stale proofs cut, its signature kept.
     expected = []
     for data in before:
-        while data.endswith(MARKER) and data[-len(MARKER) - 12 + 2] == 3:  # id_type: a proof
-            data = _cut_one(data)
+        while data.endswith(MARKER) and data[-len(MARKER) - INFO.size + 2] == 3:  # id_type: a proof
+            data = peel_one(data)
         expected.append(data)
-    _levels, root = reference_root(expected)
+    _levels, root = reference_root_of(expected)
     assert run.json()["root"] == root.hex()
-    signed = [p for p in order_files(tree) if trailers(kernel_visible(p))[1] == [3, 2]]
+    signed = [p for p in order_files(tree) if peel_trailers(kernel_visible(p))[1] == [3, 2]]
     assert len(signed) == 3
     assert vmpatch("verify", "--kernel", kernel, "--modules", tree).returncode == 0
-
-
-def _cut_one(data: bytes) -> bytes:
-    info = data[-len(MARKER) - 12 : -len(MARKER)]
-    return data[: len(data) - len(MARKER) - 12 - struct.unpack(">I", info[8:])[0]]
 
 
 def test_extra_modules_take_the_positions_after_the_tree(staged: tuple[Path, Path]) -> None:
@@ -233,7 +196,7 @@ def test_kbuild_tree_gets_proofs_and_root_and_keeps_its_modules(tmp_path: Path) 
     assert run.json()["layout"] == "kbuild"
     assert {p: p.read_bytes() for p in tree.rglob("*.ko")} == modules
     lines = (tree / "modules.order").read_text().splitlines()
-    levels, root = reference_root([(tree / (line[:-2] + ".ko")).read_bytes() for line in lines])
+    levels, root = reference_root_of([(tree / (line[:-2] + ".ko")).read_bytes() for line in lines])
     assert (run.json()["levels"], run.json()["root"]) == (levels, root.hex())
     assert vmpatch("inspect", "--json", tree / "vmlinux").json()["files"][0]["root"] == root.hex()
     before = snapshot(tree)
@@ -245,7 +208,7 @@ def test_a_proved_build_tree_module_is_refused_before_any_write(tmp_path: Path) 
     tree = tmp_path / "linux"
     shutil.copytree(KBUILD, tree)
     with open(tree / "lib" / "crc_toy.ko", "ab") as module:
-        module.write(b"\0" * 36 + struct.pack(">BBBBB3xI", 0, 0, 3, 0, 0, 36) + MARKER)
+        module.write(b"\0" * 36 + INFO.pack(0, 0, 3, 0, 0, 36) + MARKER)
     before = snapshot(tree)
     run = vmpatch("reroot", tree)
     assert run.returncode == 2
@@ -278,7 +241,7 @@ def test_bad_trees_change_nothing(
         crc.write_bytes(bytes(data))
     elif damage == "malformed trailer":
         zz = tree / "kernel" / "lib" / "zz_first.ko"
-        zz.write_bytes(zz.read_bytes() + struct.pack(">BBBBB3xI", 0, 0, 3, 0, 0, 1 << 30) + MARKER)
+        zz.write_bytes(zz.read_bytes() + INFO.pack(0, 0, 3, 0, 0, 1 << 30) + MARKER)
     else:
         outside = tmp_path / "elsewhere.ko.xz"
         crc.rename(outside)
@@ -334,12 +297,8 @@ def test_a_second_process_waits_or_refuses(staged: tuple[Path, Path]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         refused = vmpatch("reroot", "--no-wait", "--kernel", kernel, tree)
         assert refused.returncode == 3 and "another vmpatch process" in refused.stderr
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "vmpatch", "reroot", "--kernel", str(kernel), str(tree)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        waiting = spawn_vmpatch(
+            "reroot", "--kernel", kernel, tree, text=True, stdout=PIPE, stderr=PIPE
         )
         time.sleep(1.5)
         assert waiting.poll() is None, "the second run did not wait for the lock"
@@ -391,18 +350,11 @@ def _contents(top: Path) -> dict[str, bytes]:
     return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
 
 
-def _start(kernel: Path, tree: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vmpatch", "reroot", "--kernel", str(kernel), str(tree)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _start(kernel: Path, tree: Path) -> Process[str]:
+    return spawn_vmpatch("reroot", "--kernel", kernel, tree, text=True, stderr=PIPE)
 
 
-def _staging_began(top: Path, proc: subprocess.Popen[str], timeout: float = 60) -> bool:
+def _staging_began(top: Path, proc: Process[str], timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if any(top.rglob("*.vmpatch-tmp")):

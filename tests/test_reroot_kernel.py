@@ -17,17 +17,16 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
-from clirun import vmpatch
+from clirun import tool, vmpatch
 from conftest import ROOT, require, require_tool
+from formatref import INFO, MARKER
 
 #: The workspace's shared/ lies beside the clone (in CI too); VMPATCH_SHARED names another.
 E2E = Path(os.environ.get("VMPATCH_SHARED", ROOT.parent / "shared")) / "e2e"
 ARTIFACTS = E2E / "artifacts"
-MARKER = b"~Module signature appended~\n"
 
 KBUILD_COMPRESS = {
     "gzip": (".gz", ["gzip", "-n", "-f"]),
@@ -40,10 +39,10 @@ def _post_processed(data: bytes, index: int) -> bytes:
     """What a packager's steps may have left on a module: nothing, a signature, a stale proof."""
     if index % 3 == 1:  # a trailer of type 2 whose bytes no kernel key would take
         blob = b"\x30\x03\x02\x01\x00"
-        return data + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + MARKER
+        return data + blob + INFO.pack(0, 0, 2, 0, 0, len(blob)) + MARKER
     if index % 3 == 2:  # a proof of a 4-level tree no kernel carries
         proof = struct.pack(">I", index) + bytes(range(32)) * 4
-        return data + proof + struct.pack(">BBBBB3xI", 0, 0, 3, 0, 0, len(proof)) + MARKER
+        return data + proof + INFO.pack(0, 0, 3, 0, 0, len(proof)) + MARKER
     return data
 
 
@@ -56,7 +55,7 @@ def _install_tree(top: Path, codec: str | None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_post_processed((ARTIFACTS / (stem + ".ko")).read_bytes(), index))
         if codec is not None:
-            subprocess.run([*KBUILD_COMPRESS[codec][1], str(target)], check=True)
+            tool(*KBUILD_COMPRESS[codec][1], target)
         lines.append(f"kernel/{stem}.ko\n")
     (tree / "modules.order").write_text("".join(lines))
     return tree
@@ -65,14 +64,10 @@ def _install_tree(top: Path, codec: str | None) -> Path:
 def _boot(kernel: Path, tree: Path) -> dict[str, str]:
     """Module name -> OK or the failure, as the booted kernel reported it."""
     results = tree.parent / f"{kernel.name}.results"
-    proc = subprocess.run(
-        ["bash", str(E2E / "boot-check.sh"), str(kernel), str(tree / "kernel")],
-        env={**os.environ, "RESULTS": str(results)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = tool(
+        "bash", E2E / "boot-check.sh", kernel, tree / "kernel",
+        env={"RESULTS": str(results)}, text=True, check=False,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     verdicts = {}
     for row in results.read_text().splitlines():

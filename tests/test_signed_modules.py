@@ -22,21 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clirun import vmpatch
+from clirun import hook, tool, vmpatch
 from conftest import TESTDATA, require_tool
-from test_hook import hook
+from formatref import INFO, MARKER, reference_root
 from test_kotool import patched_vmlinux
-from test_tree import reference_root
 
 KBUILD = TESTDATA / "kbuild-x86_64"
-MARKER = b"~Module signature appended~\n"
-INFO = struct.Struct(">BBBBB3xI")  # struct module_signature
 
 
 def kernel_accepts(data: bytes, levels: int, root: bytes) -> bool:
@@ -92,11 +87,10 @@ def _sign(openssl: str, work: Path, data: bytes) -> bytes:
     """``data`` followed by the trailer sign-file appends (signature type 2)."""
     src, sig = work / "to-sign", work / "sig.der"
     src.write_bytes(data)
-    subprocess.run(
-        [openssl, "cms", "-sign", "-binary", "-noattr", "-nocerts", "-outform", "DER",
-         "-md", "sha256", "-signer", str(work / "cert.pem"), "-inkey", str(work / "key.pem"),
-         "-in", str(src), "-out", str(sig)],
-        check=True, capture_output=True,
+    tool(
+        openssl, "cms", "-sign", "-binary", "-noattr", "-nocerts", "-outform", "DER",
+        "-md", "sha256", "-signer", work / "cert.pem", "-inkey", work / "key.pem",
+        "-in", src, "-out", sig,
     )  # fmt: skip
     der = sig.read_bytes()
     assert der[0] == 0x30  # a DER SEQUENCE: the PKCS#7 ContentInfo
@@ -110,11 +104,10 @@ def signed(tmp_path: Path) -> Signed:
     openssl = require_tool("openssl", "openssl")
     work = tmp_path / "keys"
     work.mkdir()
-    subprocess.run(
-        [openssl, "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem"),
-         "-subj", "/CN=vmpatch throwaway signing key"],
-        check=True, capture_output=True,
+    tool(
+        openssl, "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        "-keyout", work / "key.pem", "-out", work / "cert.pem",
+        "-subj", "/CN=vmpatch throwaway signing key",
     )  # fmt: skip
     unsigned_tree = tmp_path / "unsigned"
     signed_tree = tmp_path / "signed"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from clirun import tool, vmpatch
 from conftest import TESTDATA, require_tool
+from formatref import INFO, reference_root
 
 KBUILD = TESTDATA / "kbuild-x86_64"
 
@@ -25,25 +26,6 @@ def tree(tmp_path: Path) -> Path:
     dest = tmp_path / "linux"
     shutil.copytree(KBUILD, dest)
     return dest
-
-
-def reference_root(build_dir: Path, suffix: str = ".ko") -> tuple[int, bytes]:
-    """Levels, root and leaves from the format rules, independently of vmpatch."""
-    lines = (build_dir / "modules.order").read_text().splitlines()
-    leaves = [
-        hashlib.sha256(
-            b"\x01" + struct.pack(">I", i) + (build_dir / (line[:-2] + suffix)).read_bytes()
-        ).digest()
-        for i, line in enumerate(lines)
-    ]
-    layer, levels = leaves, 0
-    while len(layer) > 1 or (levels == 0 and layer):
-        layer = [
-            hashlib.sha256(b"\x02" + layer[i] + layer[min(i + 1, len(layer) - 1)]).digest()
-            for i in range(0, len(layer), 2)
-        ]
-        levels += 1
-    return levels, (layer[0] if layer else bytes(32))
 
 
 def test_tree_matches_the_format_rules(tree: Path) -> None:
@@ -307,7 +289,7 @@ def test_a_signed_module_in_a_build_tree_is_refused(tree: Path) -> None:
     module = tree / (line[:-2] + ".ko")
     sig = b"\x30\x03\x02\x01\x00"  # framing only: the refusal reads the last 40 bytes
     module.write_bytes(
-        module.read_bytes() + sig + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(sig))
+        module.read_bytes() + sig + INFO.pack(0, 0, 2, 0, 0, len(sig))
         + b"~Module signature appended~\n"
     )  # fmt: skip
     before = _snapshot(tree)

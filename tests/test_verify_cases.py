@@ -20,25 +20,9 @@ from typing import Any
 import clirun
 import pytest
 from clirun import tool, vmpatch
-from conftest import TESTDATA, require_tool
+from conftest import TESTDATA, built_modules, require_tool
 
 INFO_AT = -(12 + 28)  # struct module_signature starts 40 bytes before the end
-
-
-@pytest.fixture
-def proved(tmp_path: Path) -> Path:
-    tree = tmp_path / "linux"
-    shutil.copytree(TESTDATA / "kbuild-x86_64", tree)
-    assert vmpatch("patch", "--from-tree", tree, tree / "vmlinux").returncode == 0
-    for line in (tree / "modules.order").read_text().splitlines():
-        stem = tree / line[:-2]
-        ko = stem.with_suffix(".ko")
-        ko.write_bytes(ko.read_bytes() + stem.with_suffix(".merkle").read_bytes())
-    return tree
-
-
-def modules(tree: Path) -> list[Path]:
-    return [tree / (line[:-2] + ".ko") for line in (tree / "modules.order").read_text().split()]
 
 
 def verdicts(tree: Path, *paths: Path, kernel: Path | None = None) -> tuple[int, list[Any]]:
@@ -48,7 +32,7 @@ def verdicts(tree: Path, *paths: Path, kernel: Path | None = None) -> tuple[int,
 
 
 def test_every_proved_module_is_accepted(proved: Path) -> None:
-    code, results = verdicts(proved, *modules(proved))
+    code, results = verdicts(proved, *built_modules(proved))
     assert code == 0
     assert [r["verdict"] for r in results] == ["ACCEPT"] * 5
     assert [r["position"] for r in results] == list(range(5))
@@ -58,7 +42,7 @@ def test_modules_dir_reads_modules_order(proved: Path) -> None:
     run = vmpatch("verify", "--json", "--kernel", proved / "vmlinux", "--modules", proved)
     assert run.returncode == 0
     assert [Path(r["path"]).name for r in run.json()["modules"]] == [
-        p.name for p in modules(proved)
+        p.name for p in built_modules(proved)
     ]
 
 
@@ -75,7 +59,7 @@ def one(tree: Path, module: Path, kernel: Path | None = None) -> dict[str, Any]:
 
 
 def test_tampered_module(proved: Path) -> None:
-    ko = modules(proved)[2]
+    ko = built_modules(proved)[2]
     flip(ko, 100)
     r = one(proved, ko)
     assert (r["errno"], r["load_result"], r["lockdown_result"]) == (
@@ -99,7 +83,7 @@ def test_unsigned_module(proved: Path) -> None:
 
 def test_wrong_position(proved: Path) -> None:
     """Module 0 carrying module 1's proof: the position is bound into the leaf."""
-    first, second = modules(proved)[:2]
+    first, second = built_modules(proved)[:2]
     proof_of_second = (proved / "fs/tinyfs/tinyfs.merkle").read_bytes()
     plain = (TESTDATA / "kbuild-x86_64" / "drivers/net/dummy_net.ko").read_bytes()
     first.write_bytes(plain + proof_of_second)
@@ -114,7 +98,7 @@ def test_wrong_level_count(proved: Path, tmp_path: Path) -> None:
     shutil.copytree(TESTDATA / "kbuild-x86_64", small)
     (small / "modules.order").write_text("drivers/net/dummy_net.o\nfs/tinyfs/tinyfs.o\n")
     assert vmpatch("tree", small).returncode == 0
-    ko = modules(proved)[0]
+    ko = built_modules(proved)[0]
     plain = (small / "drivers/net/dummy_net.ko").read_bytes()
     ko.write_bytes(plain + (small / "drivers/net/dummy_net.merkle").read_bytes())
     r = one(proved, ko)
@@ -123,21 +107,21 @@ def test_wrong_level_count(proved: Path, tmp_path: Path) -> None:
 
 def test_blank_root_rejects_everything(proved: Path) -> None:
     """The unpatched image (levels 0): every proof has the wrong length."""
-    code, results = verdicts(proved, *modules(proved), kernel=TESTDATA / "x86_64" / "vmlinux")
+    code, results = verdicts(proved, *built_modules(proved), kernel=TESTDATA / "x86_64" / "vmlinux")
     assert code == 1
     assert {r["errno"] for r in results} == {"ENOPKG"}
 
 
 @pytest.mark.parametrize(("offset", "errno"), [(0, "EBADMSG"), (1, "EBADMSG"), (5, "EBADMSG")])
 def test_nonzero_reserved_fields(proved: Path, offset: int, errno: str) -> None:
-    ko = modules(proved)[3]
+    ko = built_modules(proved)[3]
     flip(ko, ko.stat().st_size + INFO_AT + offset)
     r = one(proved, ko)
     assert (r["errno"], r["load_result"]) == (errno, errno)  # EBADMSG is always fatal
 
 
 def test_unknown_type_is_checked_before_the_other_fields(proved: Path) -> None:
-    ko = modules(proved)[3]
+    ko = built_modules(proved)[3]
     data = bytearray(ko.read_bytes())
     data[INFO_AT + 2] = 7  # id_type
     data[INFO_AT + 0] = 1  # algo: would be EBADMSG, but the type check comes first
@@ -146,7 +130,7 @@ def test_unknown_type_is_checked_before_the_other_fields(proved: Path) -> None:
 
 
 def test_sig_len_too_large(proved: Path) -> None:
-    ko = modules(proved)[4]
+    ko = built_modules(proved)[4]
     data = bytearray(ko.read_bytes())
     size = len(data)
     data[INFO_AT + 8 : INFO_AT + 12] = (size - 40).to_bytes(4, "big")  # leaves no module byte
@@ -156,7 +140,7 @@ def test_sig_len_too_large(proved: Path) -> None:
 
 def test_pkcs7_on_a_kernel_without_module_signing(proved: Path) -> None:
     """The miniature kernel links no module_sig_check: a PKCS#7 trailer is ENOPKG."""
-    ko = modules(proved)[1]
+    ko = built_modules(proved)[1]
     plain = (TESTDATA / "kbuild-x86_64" / "fs/tinyfs/tinyfs.ko").read_bytes()
     fake_sig = b"\x30\x03\x02\x01\x00"
     info = bytes([0, 0, 2, 0, 0, 0, 0, 0]) + len(fake_sig).to_bytes(4, "big")
@@ -171,7 +155,7 @@ def test_compressed_modules_are_judged_on_their_content(
 ) -> None:
     """The kernel verifies the decompressed bytes; so must verify."""
     require_tool(tool, {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd"}[tool])
-    ko = modules(proved)[0]
+    ko = built_modules(proved)[0]
     args = {"gzip": ["gzip", "-n", "-k"], "xz": ["xz", "-k", "--check=crc32", "--lzma2=dict=1MiB"]}
     clirun.tool(*args.get(tool, ["zstd", "-q", "-k"]), ko)
     compressed = ko.with_name(ko.name + suffix)
@@ -184,9 +168,9 @@ def test_compressed_modules_are_judged_on_their_content(
 
 
 def test_human_output_and_exit_code(proved: Path) -> None:
-    ko = modules(proved)[0]
+    ko = built_modules(proved)[0]
     flip(ko, 64)
-    run = vmpatch("verify", "--kernel", proved / "vmlinux", *modules(proved))
+    run = vmpatch("verify", "--kernel", proved / "vmlinux", *built_modules(proved))
     assert run.returncode == 1
     assert "REJECT" in run.stdout and "ENOKEY" in run.stdout
     assert "5 modules: 4 accepted, 1 rejected, 0 unchecked" in run.stdout
@@ -198,7 +182,7 @@ def test_kernel_without_any_module_authentication(proved: Path, tmp_path: Path) 
     image = tmp_path / "vmlinux.nohashes"
     tool(objcopy, "--rename-section", ".module_hashes=.rodata.other", proved / "vmlinux", image)
     unsigned = TESTDATA / "kbuild-x86_64" / "lib" / "crc_toy.ko"
-    run = vmpatch("verify", "--json", "--kernel", image, modules(proved)[0], unsigned)
+    run = vmpatch("verify", "--json", "--kernel", image, built_modules(proved)[0], unsigned)
     assert run.returncode == 0, run.stderr
     doc = run.json()
     assert (doc["module_hashes"], doc["pkcs7_support"]) == (False, "no")

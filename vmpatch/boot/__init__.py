@@ -25,11 +25,11 @@ from types import ModuleType
 
 from vmpatch.boot import arm64, bzimage, compressed, riscv, s390, uki, zboot, zimage
 from vmpatch.boot.image import BOOT_MAX_DECOMPRESSED, Context, Payload, RawKernel
+from vmpatch.elf.constants import ELF_MAGIC
 from vmpatch.errors import InputError, SystemFailure
 
 __all__ = [
     "BOOT_MAX_DECOMPRESSED",
-    "ELF_MAGIC",
     "FORMATS",
     "MAX_DEPTH",
     "RawKernel",
@@ -37,8 +37,6 @@ __all__ = [
     "format_of",
     "unwrap_image",
 ]
-
-ELF_MAGIC = b"\x7fELF"
 
 #: Recognisers in the order they are tried (see the module docstring for why).
 FORMATS: tuple[ModuleType, ...] = (

@@ -9,9 +9,10 @@ first stream and ignores what follows: kbuild's ``size_append``
 (``scripts/Makefile.lib``) puts the decompressed size as a le32 after the
 stream, and the preboot decompressors never look past the stream's end.
 
-This is deliberately separate from :mod:`vmpatch.ko.compression`, which
+This is deliberately separate from :mod:`vmpatch.ko.kdecompress`, which
 models how the kernel reads *modules*; boot payloads come in more codecs
-(bzip2, lzma, lz4, lzo) and are judged by nobody, only read.
+(bzip2, lzma, lz4, lzo) and are judged by nobody, only read. The bounded
+output loop is the one both use (:mod:`vmpatch.streams`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vmpatch.errors import InputError, UnsupportedLayout
+from vmpatch.streams import (
+    Decoder,
+    LimitExceeded,
+    OneCallStream,
+    ZlibStream,
+    ZstdStream,
+    bounded_decode,
+)
 
 __all__ = ["MAGICS", "codec_at", "decode_stream", "decompress"]
 
@@ -39,7 +48,6 @@ MAGICS: dict[str, bytes] = {
 _LZ4_CHUNK = 8 << 20
 _LZ4_MAGIC = int.from_bytes(MAGICS["lz4"], "little")
 
-_STEP = 1 << 20
 _ZSTD_FEED = 64 * 1024  # a zstd block expands at most 128 KiB per 4 input bytes (RLE)
 
 
@@ -59,68 +67,52 @@ def _corrupt(path: Path, codec: str, err: object) -> InputError:
     return InputError(path, f"corrupt {codec} payload: {err}")
 
 
+def _drive(
+    path: Path,
+    codec: str,
+    stream: Decoder,
+    limit: int,
+    errors: tuple[type[BaseException], ...],
+    truncated: str = "the stream is truncated",
+) -> tuple[bytes, int]:
+    """The first stream through :func:`~vmpatch.streams.bounded_decode`; errors name ``path``."""
+    try:
+        out, ended = bounded_decode(stream, limit)
+    except LimitExceeded:
+        raise _too_big(path, codec, limit) from None
+    except errors as err:
+        raise _corrupt(path, codec, err) from err
+    if not ended:
+        raise _corrupt(path, codec, truncated)
+    return out, stream.consumed
+
+
 def _gzip(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:
     import zlib
 
-    decoder = zlib.decompressobj(wbits=31)  # gzip wrapper, one member
-    out = bytearray()
-    rest = data
-    try:
-        while not decoder.eof:
-            chunk = decoder.decompress(rest, _STEP)
-            rest = decoder.unconsumed_tail
-            out += chunk
-            if len(out) > limit:
-                raise _too_big(path, "gzip", limit)
-            if not chunk and not rest:
-                break
-    except zlib.error as err:
-        raise _corrupt(path, "gzip", err) from err
-    if not decoder.eof:
-        raise _corrupt(path, "gzip", "the stream is truncated")
-    return bytes(out), len(data) - len(decoder.unused_data)
-
-
-def _bounded(path: Path, codec: str, decoder: object, data: bytes, limit: int) -> tuple[bytes, int]:
-    """Drive a bz2/lzma decompressor object (same API) with an output bound."""
-    out = bytearray()
-    feed = data
-    try:
-        while not decoder.eof:  # type: ignore[attr-defined]
-            chunk = decoder.decompress(feed, _STEP)  # type: ignore[attr-defined]
-            feed = b""
-            out += chunk
-            if len(out) > limit:
-                raise _too_big(path, codec, limit)
-            if not chunk and decoder.needs_input:  # type: ignore[attr-defined]
-                break
-    except (OSError, EOFError, ValueError) as err:  # lzma.LZMAError is an Exception
-        raise _corrupt(path, codec, err) from err
-    except Exception as err:
-        if type(err).__name__ == "LZMAError":
-            raise _corrupt(path, codec, err) from err
-        raise
-    if not decoder.eof:  # type: ignore[attr-defined]
-        raise _corrupt(path, codec, "the stream is truncated")
-    return bytes(out), len(data) - len(decoder.unused_data)  # type: ignore[attr-defined]
+    # The gzip wrapper (wbits 31), one member.
+    return _drive(path, "gzip", ZlibStream(data, 31), limit, (zlib.error,))
 
 
 def _bzip2(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:
     import bz2
 
-    return _bounded(path, "bzip2", bz2.BZ2Decompressor(), data, limit)
+    stream = OneCallStream(bz2.BZ2Decompressor(), data)
+    return _drive(path, "bzip2", stream, limit, (OSError, EOFError, ValueError))
 
 
 def _lzma(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:
     import lzma
 
-    return _bounded(path, "lzma", lzma.LZMADecompressor(lzma.FORMAT_ALONE), data, limit)
+    stream = OneCallStream(lzma.LZMADecompressor(lzma.FORMAT_ALONE), data)
+    return _drive(path, "lzma", stream, limit, (lzma.LZMAError, OSError, EOFError, ValueError))
 
 
 def _xz(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:
     import lzma
 
-    return _bounded(path, "xz", lzma.LZMADecompressor(lzma.FORMAT_XZ), data, limit)
+    stream = OneCallStream(lzma.LZMADecompressor(lzma.FORMAT_XZ), data)
+    return _drive(path, "xz", stream, limit, (lzma.LZMAError, OSError, EOFError, ValueError))
 
 
 def _zstd(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:
@@ -128,21 +120,8 @@ def _zstd(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:
         import zstandard
     except ImportError as err:  # a hard dependency; only a broken install lacks it
         raise UnsupportedLayout(path, "zstd payload: install the zstandard package") from err
-    decoder = zstandard.ZstdDecompressor().decompressobj()
-    out = bytearray()
-    at = 0
-    try:
-        # decompressobj has no output bound: feed small pieces and check after each.
-        while at < len(data) and not decoder.eof:
-            out += decoder.decompress(data[at : at + _ZSTD_FEED])
-            at += _ZSTD_FEED
-            if len(out) > limit:
-                raise _too_big(path, "zstd", limit)
-    except zstandard.ZstdError as err:
-        raise _corrupt(path, "zstd", err) from err
-    if not decoder.eof:
-        raise _corrupt(path, "zstd", "the frame is truncated")
-    return bytes(out), min(at, len(data)) - len(decoder.unused_data)
+    stream = ZstdStream(data, _ZSTD_FEED)
+    return _drive(path, "zstd", stream, limit, (zstandard.ZstdError,), "the frame is truncated")
 
 
 def _lz4(path: Path, data: bytes, limit: int) -> tuple[bytes, int]:

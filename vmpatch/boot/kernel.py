@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from vmpatch.boot import ELF_MAGIC, Unwrapped, unwrap_bytes
+from vmpatch.boot import Unwrapped, unwrap_bytes
 from vmpatch.boot.image import BOOT_MAX_DECOMPRESSED, RawKernel
 from vmpatch.boot.symbols import SymbolMap, beside, from_system_map, from_vmlinux, placeholder_hint
+from vmpatch.elf.constants import ELF_MAGIC
 from vmpatch.elf.identify import arch_of, banner_at, banner_of, find_banner, require_kernel
 from vmpatch.elf.reader import ElfReader, open_elf, open_elf_bytes
 from vmpatch.elf.vmlinux import SECTION_NAME, SYMBOL_NAME, locate_in
 from vmpatch.errors import InputError
-from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
+from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, HasRootRecord, ModuleHashesRoot
 
 if TYPE_CHECKING:
     from vmpatch.verdict import KernelModel
@@ -41,7 +42,6 @@ __all__ = [
     "KernelFacts",
     "is_elf_file",
     "kernel_model",
-    "kernel_root",
     "read_kernel",
 ]
 
@@ -49,7 +49,7 @@ HashesState = Literal["present", "absent", "unknown"]
 
 
 @dataclass(frozen=True)
-class KernelFacts:
+class KernelFacts(HasRootRecord):
     """Everything `inspect` says about a kernel file."""
 
     path: Path
@@ -58,13 +58,13 @@ class KernelFacts:
     byteorder: ByteOrder
     version: str | None
     hashes: HashesState
-    root: ModuleHashesRoot | None
+    root_record: ModuleHashesRoot | None
     evidence: str  # how hashes/root were told (or why they cannot be)
     root_offset: int | None = None  # in the innermost kernel (ELF file or raw image)
 
     #: Read by vmpatch.cli.jsonout (docs/json.md, "inspect": a kernel file).
     json_rename = (("hashes", "module_hashes"),)
-    json_skip = ("root",)
+    json_skip = ("root_record",)
     json_hex = ("root_offset",)
     json_extra = (
         ("kind", "kind"),
@@ -73,18 +73,6 @@ class KernelFacts:
         ("placeholder", "placeholder"),
     )
     kind = "kernel"
-
-    @property
-    def levels(self) -> int | None:
-        return self.root.levels if self.root else None
-
-    @property
-    def root_hex(self) -> str | None:
-        return self.root.digest.hex() if self.root else None
-
-    @property
-    def placeholder(self) -> bool | None:
-        return self.root.is_placeholder if self.root else None
 
 
 def _from_elf(reader: ElfReader, chain: tuple[str, ...]) -> KernelFacts:
@@ -144,7 +132,7 @@ def _from_raw(
         )
 
     if symbols is None:
-        return facts("unknown", find_banner(raw.data), f"cannot tell: {why}", root=None)
+        return facts("unknown", find_banner(raw.data), f"cannot tell: {why}", root_record=None)
     where = symbols.describe
     base = symbols.addresses.get(raw.base_symbol)
     banner = symbols.addresses.get("linux_banner")
@@ -162,7 +150,7 @@ def _from_raw(
     if address is None:
         return facts(
             "absent", version,
-            f"{where} has no {SYMBOL_NAME}: no hash-based module authentication", root=None,
+            f"{where} has no {SYMBOL_NAME}: no hash-based module authentication", root_record=None,
         )  # fmt: skip
     offset = address - base
     record = raw.data[offset : offset + ROOT_RECORD_SIZE]
@@ -173,7 +161,7 @@ def _from_raw(
         evidence = f"{SYMBOL_NAME} in {where}"
     except ValueError as err:
         root, evidence = None, f"{SYMBOL_NAME} in {where} holds no valid root: {err}"
-    return facts("present", version, evidence, root=root, root_offset=offset)
+    return facts("present", version, evidence, root_record=root, root_offset=offset)
 
 
 def is_elf_file(path: Path) -> bool:
@@ -215,25 +203,6 @@ def read_kernel(
     return _from_raw(path, unwrapped.raw, unwrapped.chain, symbols, why)
 
 
-def kernel_root(path: str | os.PathLike[str]) -> ModuleHashesRoot:
-    """The root the kernel at ``path`` (vmlinux or boot image) checks modules against.
-
-    InputError for a file that is not a kernel, a kernel without the feature,
-    or one where it cannot be told.
-    """
-    from vmpatch.elf.vmlinux import root_of
-
-    if is_elf_file(Path(path)):  # a vmlinux: the checks `patch` makes, after the kind
-        with open_elf(path) as reader:
-            require_kernel(reader)
-            if reader.section(SECTION_NAME) is not None:
-                return root_of(locate_in(reader))
-    facts = read_kernel(path)
-    if facts.hashes == "present" and facts.root is not None:
-        return facts.root
-    raise InputError(path, facts.evidence)
-
-
 def kernel_model(
     path: str | os.PathLike[str], config: str | os.PathLike[str] | None = None
 ) -> KernelModel:
@@ -256,10 +225,10 @@ def kernel_model(
             raise InputError(
                 where, f"cannot tell whether it authenticates modules: {facts.evidence}"
             )
-        if facts.hashes == "present" and facts.root is None:
+        if facts.hashes == "present" and facts.root_record is None:
             raise InputError(where, facts.evidence)
         model = KernelModel(
-            root=facts.root or ModuleHashesRoot.placeholder(),
+            root=facts.root_record or ModuleHashesRoot.placeholder(),
             merkle=facts.hashes == "present",
             pkcs7=Pkcs7Support.UNKNOWN,
         )

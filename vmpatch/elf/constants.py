@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
-__all__ = ["ElfType", "SectionFlag", "SectionType", "section_type_name"]
+__all__ = ["ELF_MAGIC", "ElfType", "SectionFlag", "SectionType", "section_type_name"]
+
+#: ``ELFMAG``: the four bytes every ELF file starts with (``e_ident[EI_MAG0..3]``).
+ELF_MAGIC = b"\x7fELF"
 
 
 class ElfType(IntEnum):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from vmpatch.elf.constants import ElfType, SectionFlag, section_type_name
+from vmpatch.elf.constants import ELF_MAGIC, ElfType, SectionFlag, section_type_name
 from vmpatch.elf.translate import elf_errors
 from vmpatch.errors import InputError, SystemFailure
 from vmpatch.records.root import ByteOrder
@@ -40,7 +40,6 @@ __all__ = [
     "open_elf_bytes",
 ]
 
-ELF_MAGIC = b"\x7fELF"
 
 # Elf32_Sym / Elf64_Sym, without the byte-order prefix (include/uapi/linux/elf.h).
 # Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx

@@ -26,7 +26,7 @@ from vmpatch.elf.reader import (
     open_elf,
 )
 from vmpatch.errors import InputError, UnsupportedLayout
-from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, ModuleHashesRoot
+from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, HasRootRecord, ModuleHashesRoot
 
 __all__ = [
     "SECTION_NAME",
@@ -199,7 +199,7 @@ class SymbolReport:
 
 
 @dataclass(frozen=True)
-class ImageReport:
+class ImageReport(HasRootRecord):
     """Everything ``inspect`` knows about an image's root (``kind`` is ``"vmlinux"``).
 
     ``levels``/``root``/``placeholder`` are None when the section holds no
@@ -227,18 +227,6 @@ class ImageReport:
     supported: bool
     root_record: ModuleHashesRoot | None
     warnings: tuple[str, ...]
-
-    @property
-    def levels(self) -> int | None:
-        return self.root_record.levels if self.root_record else None
-
-    @property
-    def root_hex(self) -> str | None:
-        return self.root_record.digest.hex() if self.root_record else None
-
-    @property
-    def placeholder(self) -> bool | None:
-        return self.root_record.is_placeholder if self.root_record else None
 
 
 def location_report(location: RootLocation) -> ImageReport:

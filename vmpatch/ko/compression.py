@@ -34,6 +34,7 @@ from vmpatch.fs.atomic import open_input
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED",
     "GZIP_LEVEL",
+    "MODULE_SUFFIXES",
     "XZ_DICT_SIZE",
     "XZ_PRESET",
     "ZSTD_LEVEL",
@@ -84,6 +85,11 @@ class Codec(enum.Enum):
     def label(self) -> str:
         """A short lower-case name for messages: ``gzip``, ``xz``, ``zstd``, ``none``."""
         return self.name.lower()
+
+
+#: The names a built or installed module file may have: ``.ko`` plain first, then
+#: ``.ko`` + each codec's suffix (scripts/Makefile.modinst, cmd_gzip/cmd_xz/cmd_zstd).
+MODULE_SUFFIXES = tuple(".ko" + codec.suffix for codec in Codec)
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,21 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmpatch.streams import (
+    Decoder,
+    LimitExceeded,
+    OneCallStream,
+    ZlibStream,
+    ZstdStream,
+    bounded_decode,
+)
+
 __all__ = [
     "ALL_XZ_BCJ",
     "Decoded",
     "KernelRefusal",
     "LoadPath",
     "XzFilters",
-    "bounded_decode",
     "kernel_decompress",
     "userspace_decompress",
 ]
@@ -47,9 +55,6 @@ __all__ = [
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-_OUTPUT_CHUNK = 1024 * 1024
-"""Largest piece of output requested from a decompressor at once."""
 
 _ZSTD_INPUT_CHUNK = 256
 """Compressed bytes fed to zstd per call.
@@ -94,14 +99,6 @@ class KernelRefusal(Exception):
         self.errno = errno
         self.reason = reason
         self.message = message
-
-
-class LimitExceeded(Exception):
-    """The kernel-visible bytes exceed the caller's bound (not a kernel rule)."""
-
-    def __init__(self, max_size: int) -> None:
-        super().__init__(f"decompressed size exceeds {max_size} bytes")
-        self.max_size = max_size
 
 
 class Unmodelled(Exception):
@@ -163,106 +160,19 @@ class XzFilters:
 # --- one bounded decode loop ---------------------------------------------------
 
 
-class _Decoder:
-    """A streaming decoder driven by :func:`bounded_decode`.
-
-    ``step(limit)`` returns up to about ``limit`` more bytes of output (empty
-    when it can make no progress); ``eof`` says the stream's end was decoded.
-    """
-
-    eof: bool
-
-    def step(self, limit: int) -> bytes:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-def bounded_decode(decoder: _Decoder, max_size: int) -> tuple[bytes, bool]:
-    """Run ``decoder`` until its stream ends or it stalls, never past ``max_size`` bytes.
-
-    Returns the output and whether the end of the stream was reached. Raises
-    :class:`LimitExceeded` as soon as the output passes ``max_size``, before
-    allocating more. The one loop every codec goes through.
-    """
-    out: list[bytes] = []
-    total = 0
-    while not decoder.eof:
-        piece = decoder.step(min(_OUTPUT_CHUNK, max_size + 1 - total))
-        total += len(piece)
-        if total > max_size:
-            raise LimitExceeded(max_size)
-        if not piece and not decoder.eof:
-            break
-        out.append(piece)
-    return b"".join(out), decoder.eof
-
-
-class _RawInflate(_Decoder):
+def _raw_inflate(data: bytes | memoryview) -> ZlibStream:
     """zlib raw inflate (no header, no trailer): what lib/zlib_inflate runs with -MAX_WBITS."""
-
-    def __init__(self, data: bytes | memoryview) -> None:
-        self._dec = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
-        self._pending = bytes(data)
-        self._size = len(data)
-        self.eof = False
-
-    def step(self, limit: int) -> bytes:
-        piece = self._dec.decompress(self._pending, limit)
-        self._pending = self._dec.unconsumed_tail
-        self.eof = self._dec.eof
-        return piece
-
-    @property
-    def consumed(self) -> int:
-        return self._size - len(self._pending) - len(self._dec.unused_data)
+    return ZlibStream(data, -zlib.MAX_WBITS)
 
 
-class _Unxz(_Decoder):
+def _unxz(data: bytes | memoryview) -> OneCallStream:
     """liblzma's single-stream .xz decoder (stops at the first Stream Footer)."""
-
-    def __init__(self, data: bytes | memoryview) -> None:
-        self._dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        self._pending = bytes(data)
-        self._size = len(data)
-        self.eof = False
-
-    def step(self, limit: int) -> bytes:
-        piece = self._dec.decompress(self._pending, max_length=limit)
-        self._pending = b""
-        self.eof = self._dec.eof
-        return piece
-
-    @property
-    def consumed(self) -> int:
-        return self._size - len(self._dec.unused_data)
+    return OneCallStream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), data)
 
 
-class _Unzstd(_Decoder):
+def _unzstd(data: bytes | memoryview) -> ZstdStream:
     """libzstd's streaming decoder (ZSTD_decompressStream), one frame."""
-
-    def __init__(self, data: bytes | memoryview) -> None:
-        import zstandard  # lazy: keeps the install hook's import cheap
-
-        self._dec = zstandard.ZstdDecompressor().decompressobj()
-        self._data = bytes(data)
-        self._offset = 0
-        self.eof = False
-
-    def step(self, limit: int) -> bytes:
-        out: list[bytes] = []
-        got = 0
-        while not self.eof and self._offset < len(self._data) and got < limit:
-            piece = self._dec.decompress(
-                self._data[self._offset : self._offset + _ZSTD_INPUT_CHUNK]
-            )
-            self._offset += _ZSTD_INPUT_CHUNK
-            self.eof = self._dec.eof
-            got += len(piece)
-            out.append(piece)
-        return b"".join(out)
-
-    @property
-    def consumed(self) -> int:
-        return min(self._offset, len(self._data)) - len(self._dec.unused_data if self.eof else b"")
+    return ZstdStream(data, _ZSTD_INPUT_CHUNK)
 
 
 # --- gzip: kernel/module/decompress.c module_gzip_decompress -------------------
@@ -298,7 +208,7 @@ def _kernel_gunzip(data: bytes | memoryview, max_size: int) -> Decoded:
     # zlib_inflateInit2(&s, -MAX_WBITS): raw deflate, so the gzip trailer
     # (CRC32, ISIZE) is never read and never checked; zlib_inflate() stops at
     # Z_STREAM_END after the final block, leaving the rest of the file unread.
-    inflate = _RawInflate(memoryview(data)[header:])
+    inflate = _raw_inflate(memoryview(data)[header:])
     try:
         out, ended = bounded_decode(inflate, max_size)
     except zlib.error as err:
@@ -446,7 +356,7 @@ def _kernel_unxz(data: bytes, max_size: int, filters: XzFilters) -> Decoded:
     _xz_stream_header(data)
     if len(data) > 12 and data[12] != 0:
         _xz_block_header(data, 12, filters)  # the first block, before any decoding
-    unxz = _Unxz(data)
+    unxz = _unxz(data)
     try:
         out, ended = bounded_decode(unxz, max_size)
     except lzma.LZMAError as err:
@@ -550,7 +460,7 @@ def _kernel_unzstd(data: bytes, max_size: int) -> Decoded:
         )
     import zstandard  # lazy
 
-    unzstd = _Unzstd(data)
+    unzstd = _unzstd(data)
     try:
         out, _ended = bounded_decode(unzstd, max_size)
     except zstandard.ZstdError as err:
@@ -637,20 +547,20 @@ def userspace_decompress(data: bytes, codec: str, *, max_size: int) -> Decoded:
                 raise KernelRefusal(
                     "ENOEXEC", f"kmod cannot decompress it: {len(rest)} bytes after the data"
                 )
-            decoder: _RawInflate | _Unxz | _Unzstd
+            decoder: Decoder
             if codec == "gzip":
                 header = _gzip_full_header_len(rest)
-                decoder = _RawInflate(rest[header:])
+                decoder = _raw_inflate(rest[header:])
                 out, ended = bounded_decode(decoder, max_size - total)
                 used = header + decoder.consumed + 8  # CRC32 + ISIZE
                 if ended and zlib.crc32(out) != struct.unpack_from("<I", rest, used - 8)[0]:
                     raise KernelRefusal("ENOEXEC", "kmod cannot decompress it: gzip CRC32 is wrong")
             elif codec == "xz":
-                decoder = _Unxz(rest)
+                decoder = _unxz(rest)
                 out, ended = bounded_decode(decoder, max_size - total)
                 used = decoder.consumed
             else:
-                decoder = _Unzstd(rest)
+                decoder = _unzstd(rest)
                 out, ended = bounded_decode(decoder, max_size - total)
                 used = decoder.consumed
             if not ended:

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from vmpatch.elf.constants import ElfType, SectionType
+from vmpatch.elf.constants import ELF_MAGIC, ElfType, SectionType
 from vmpatch.errors import InputError, ToolError
 
 __all__ = ["Pkcs7Info", "describe_pkcs7", "read_modinfo"]
@@ -40,7 +40,7 @@ def read_modinfo(data: bytes, path: str | os.PathLike[str]) -> dict[str, list[st
 
     from vmpatch.elf.translate import elf_errors  # lazy: ko/ loads pyelftools only here
 
-    if not data.startswith(b"\x7fELF"):
+    if not data.startswith(ELF_MAGIC):
         raise InputError(path, "not an ELF file")
     with elf_errors(path):
         elf = ELFFile(io.BytesIO(data))

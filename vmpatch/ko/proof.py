@@ -223,9 +223,10 @@ def _parse_proof(path: Path, data: bytes) -> Proof:
 
 def _module_kind(data: bytes) -> str | None:
     """What a would-be proof looks like when it is a module file instead."""
+    from vmpatch.elf.constants import ELF_MAGIC
     from vmpatch.ko.compression import Codec
 
-    if data.startswith(b"\x7fELF"):
+    if data.startswith(ELF_MAGIC):
         return "an ELF file (a kernel module?)"
     for codec in (Codec.GZIP, Codec.XZ, Codec.ZSTD):
         if data.startswith(codec.magic):

@@ -20,7 +20,14 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DIGEST_SIZE", "MAX_LEVELS", "ROOT_RECORD_SIZE", "ByteOrder", "ModuleHashesRoot"]
+__all__ = [
+    "DIGEST_SIZE",
+    "MAX_LEVELS",
+    "ROOT_RECORD_SIZE",
+    "ByteOrder",
+    "HasRootRecord",
+    "ModuleHashesRoot",
+]
 
 ByteOrder = Literal["little", "big"]
 
@@ -91,3 +98,27 @@ class ModuleHashesRoot:
             raise ValueError(f"root record is {ROOT_RECORD_SIZE} bytes, not {len(data)}")
         (levels,) = _LEVELS[byteorder].unpack_from(data)
         return cls(levels, bytes(data[_LEVELS[byteorder].size :]))
+
+
+class HasRootRecord:
+    """``levels``, ``root_hex`` and ``placeholder`` of a result's optional root record.
+
+    A mixin for the results of ``inspect`` and ``verify`` (one image's
+    report, one kernel's facts, one verify run), whose JSON documents show
+    the record as these three values, each None where the image holds no
+    decodable record. The result declares the ``root_record`` field.
+    """
+
+    root_record: ModuleHashesRoot | None
+
+    @property
+    def levels(self) -> int | None:
+        return self.root_record.levels if self.root_record else None
+
+    @property
+    def root_hex(self) -> str | None:
+        return self.root_record.digest.hex() if self.root_record else None
+
+    @property
+    def placeholder(self) -> bool | None:
+        return self.root_record.is_placeholder if self.root_record else None

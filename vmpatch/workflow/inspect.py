@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmpatch.errors import EXIT_INPUT, InputError, VmpatchError
+from vmpatch.ko.compression import MODULE_SUFFIXES
 from vmpatch.workflow.results import FileError, most_severe
+from vmpatch.workflow.tree import STRIPPED_SUFFIX
 
 if TYPE_CHECKING:
     from vmpatch.boot.kernel import KernelFacts
@@ -25,14 +27,15 @@ if TYPE_CHECKING:
 
 __all__ = ["InspectReport", "is_module", "kernel_entry", "run_inspect"]
 
-_MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst", ".ko.stripped")
+#: A module by its name: any kbuild module file, or the build-time stripped copy.
+_MODULE_SUFFIXES = (*MODULE_SUFFIXES, STRIPPED_SUFFIX)
 
 
 def is_module(path: Path) -> bool:
     """Modules by name, or relocatable ELF files whatever their name."""
     if path.name.endswith(_MODULE_SUFFIXES):
         return True
-    from vmpatch.elf.constants import ElfType
+    from vmpatch.elf.constants import ELF_MAGIC, ElfType
     from vmpatch.fs.atomic import open_input
 
     try:
@@ -40,7 +43,7 @@ def is_module(path: Path) -> bool:
             head = f.read(18)
     except (OSError, InputError):
         return False  # the reader that follows says what is wrong with it
-    if head[:4] != b"\x7fELF" or len(head) < 18:
+    if head[:4] != ELF_MAGIC or len(head) < 18:
         return False
     e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
     return e_type == ElfType.ET_REL

@@ -17,10 +17,7 @@ from vmpatch.errors import InputError
 from vmpatch.ko.compression import Codec
 from vmpatch.records.modorder import Layout, OrderEntry, read_modules_order
 
-__all__ = ["MODULE_SUFFIXES", "installed_module", "installed_modules"]
-
-#: The file names an installed module may have, plain first.
-MODULE_SUFFIXES = tuple(".ko" + codec.suffix for codec in Codec)
+__all__ = ["installed_module", "installed_modules"]
 
 
 def installed_module(tree: str | os.PathLike[str], stem: str) -> Path:

@@ -50,14 +50,20 @@ from vmpatch.fs.atomic import (
     remove_stale_temporaries,
 )
 from vmpatch.fs.lock import locked
-from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, Codec, compress, read_module
+from vmpatch.ko.compression import (
+    DEFAULT_MAX_DECOMPRESSED,
+    MODULE_SUFFIXES,
+    Codec,
+    compress,
+    read_module,
+)
 from vmpatch.merkle import MerkleTree, default_workers, leaf_digest
 from vmpatch.records.leaves import MANIFEST_NAME, LeafEntry, LeafManifest, read_manifest
 from vmpatch.records.modorder import Layout, detect_layout
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import SignatureType, find_trailer
 from vmpatch.verdict import VerdictKind
-from vmpatch.workflow.installed import MODULE_SUFFIXES, installed_modules
+from vmpatch.workflow.installed import installed_modules
 
 __all__ = [
     "IMA_XATTRS",

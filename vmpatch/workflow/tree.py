@@ -43,8 +43,6 @@ __all__ = [
 PROOF_SUFFIX = ".merkle"
 PLAIN_SUFFIX = ".ko"
 STRIPPED_SUFFIX = ".ko.stripped"
-#: vmpatch.ko.compression.Codec suffixes, repeated so that plain trees skip importing it.
-_COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst")
 
 
 def default_suffix(build_dir: Path) -> str:
@@ -201,10 +199,11 @@ def build_tree(
     yields it (:func:`vmpatch.ko.compression.read_module`), not the file. A
     file that decompressor refuses is an error, never hashed as if it loaded.
     """
+    from vmpatch.ko.compression import Codec, codec_for_path
     from vmpatch.merkle import ModuleLoader
 
     loader: ModuleLoader | None = None
-    if Path(plan.suffix).suffix in _COMPRESSED_SUFFIXES:
+    if codec_for_path(plan.suffix) is not Codec.NONE:
         from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED, read_module
 
         limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from vmpatch.boot.kernel import kernel_model
 from vmpatch.errors import EXIT_MISMATCH, InputError, UsageError, VmpatchError
 from vmpatch.ko.kdecompress import LoadPath
-from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.root import HasRootRecord, ModuleHashesRoot
 from vmpatch.verdict import (
     KernelModel,
     Pkcs7Support,
@@ -200,7 +200,7 @@ class VerdictCounts:
 
 
 @dataclass(frozen=True)
-class VerifyReport:
+class VerifyReport(HasRootRecord):
     """What ``vmpatch verify`` found: the kernel it judged against, then every file.
 
     ``levels``/``root``/``placeholder`` are None for an image without
@@ -233,18 +233,6 @@ class VerifyReport:
     DKMS), judged like the rest; not in ``counts``."""
     system: SystemKernel | None = None  # with --system: what was found where
     modules_dir: Path | None = None  # --modules DIR (the unlisted modules are under it)
-
-    @property
-    def levels(self) -> int | None:
-        return self.root_record.levels if self.root_record else None
-
-    @property
-    def root_hex(self) -> str | None:
-        return self.root_record.digest.hex() if self.root_record else None
-
-    @property
-    def placeholder(self) -> bool | None:
-        return self.root_record.is_placeholder if self.root_record else None
 
     @property
     def total(self) -> int:
@@ -374,31 +362,6 @@ def kernel_view(
         raise InputError(path, str(err)) from None
 
 
-def _is_elf(path: str | os.PathLike[str]) -> bool:
-    from vmpatch.errors import SystemFailure
-    from vmpatch.fs.atomic import open_input
-
-    try:
-        with open_input(Path(path)) as probe:
-            return probe.read(4) == b"\x7fELF"
-    except OSError as err:
-        raise SystemFailure.from_oserror(Path(path), err, "read") from err
-
-
-def _boot_image_model(image: str | os.PathLike[str]) -> KernelModel:
-    """The model of a boot image, read through :mod:`vmpatch.boot` (its symbols are gone)."""
-    from vmpatch.boot.kernel import read_kernel
-    from vmpatch.errors import InputError
-
-    facts = read_kernel(image)
-    if facts.hashes == "unknown":
-        raise InputError(image, f"cannot tell whether it authenticates modules: {facts.evidence}")
-    if facts.hashes == "present" and facts.root is None:
-        raise InputError(image, facts.evidence)
-    root = facts.root or ModuleHashesRoot.placeholder()
-    return KernelModel(root=root, merkle=facts.hashes == "present", pkcs7=Pkcs7Support.UNKNOWN)
-
-
 def modules_of_build_dir(
     build_dir: str | os.PathLike[str], suffix: str | None = None
 ) -> list[Path]:
@@ -468,7 +431,7 @@ def unlisted_modules(tree: str | os.PathLike[str], listed: Sequence[Path]) -> li
     beside the tree's own but never enter its modules.order. Directory links
     (``build``, ``source``) are not followed.
     """
-    from vmpatch.workflow.installed import MODULE_SUFFIXES
+    from vmpatch.ko.compression import MODULE_SUFFIXES
 
     named = {os.path.normpath(p) for p in listed}
     found = []

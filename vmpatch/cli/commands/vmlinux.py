@@ -56,9 +56,9 @@ def _kernel_rows(facts: KernelFacts) -> list[tuple[str, str]]:
         state = "no hash-based module authentication"
     elif facts.hashes == "unknown":
         state = "cannot tell"
-    elif facts.root is None:
+    elif facts.root_record is None:
         state = "present, but holds no valid root"
-    elif facts.root.is_placeholder:
+    elif facts.root_record.is_placeholder:
         state = "blank placeholder (levels 0, all-zero hash)"
     else:
         state = "set"
@@ -69,8 +69,11 @@ def _kernel_rows(facts: KernelFacts) -> list[tuple[str, str]]:
         ("module hashes", state),
         ("evidence", facts.evidence),
     ]
-    if facts.root is not None:
-        rows += [("levels", str(facts.root.levels)), ("root", facts.root.digest.hex())]
+    if facts.root_record is not None:
+        rows += [
+            ("levels", str(facts.root_record.levels)),
+            ("root", facts.root_record.digest.hex()),
+        ]
     return rows
 
 
