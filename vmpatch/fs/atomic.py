@@ -113,7 +113,7 @@ def fsync_dir(directory: Path) -> None:
 
 def copy_metadata(
     source_stat: os.stat_result,
-    source: Path,
+    source: str | os.PathLike[str],
     target_fd: int,
     *,
     drop_xattrs: frozenset[str] = frozenset(),
@@ -138,7 +138,7 @@ def copy_metadata(
             os.setxattr(target_fd, name, os.getxattr(source, name))
 
 
-def _listxattr(path: Path) -> list[str]:
+def _listxattr(path: str | os.PathLike[str]) -> list[str]:
     try:
         return os.listxattr(path)  # the file the data comes from, like its mode
     except OSError as err:
@@ -419,13 +419,14 @@ def durable_batch(
         _libc_sync_file_range = _load_sync_file_range()
     umask = os.umask(0)
     os.umask(umask)
-    staged: list[tuple[str, Path]] = []
-    chunk: list[tuple[int, Path]] = []  # open at once: bounded, far below RLIMIT_NOFILE
+    staged: list[tuple[str, str]] = []
+    chunk: list[tuple[int, str]] = []  # open at once: bounded, far below RLIMIT_NOFILE
+    real_dirs: dict[str, str] = {}
     try:
         for start in range(0, len(files), _OPEN_AT_ONCE):
             for target_name, data in files[start : start + _OPEN_AT_ONCE]:
-                target = Path(os.path.realpath(target_name))
-                fd = _write_temporary(target, data, mode & ~umask, staged)
+                target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
+                fd = _write_temporary(target, ref_stat, data, mode & ~umask, staged)
                 chunk.append((fd, target))
             while chunk:
                 fd, target = chunk[0]
@@ -443,7 +444,7 @@ def durable_batch(
             with contextlib.suppress(OSError):
                 os.unlink(temp)
         raise
-    directories: dict[Path, None] = {}
+    directories: dict[str, None] = {}
     for i, (temp, target) in enumerate(staged):
         try:
             os.replace(temp, target)
@@ -452,24 +453,53 @@ def durable_batch(
                 with contextlib.suppress(OSError):
                     os.unlink(rest)
             raise SystemFailure.from_oserror(target, err, "replace") from err
-        directories[target.parent] = None
+        directories[os.path.dirname(target)] = None
     for directory in directories:
-        fsync_dir(directory)
+        fsync_dir(Path(directory))
 
 
 _OPEN_AT_ONCE = 256
 
 
-def _write_temporary(
-    target: Path, data: bytes, new_mode: int, staged: list[tuple[str, Path]]
-) -> int:
-    """One temporary of :func:`durable_batch`, written, writeback started; its fd."""
+def _resolve(name: str, real_dirs: dict[str, str]) -> tuple[str, os.stat_result | None]:
+    """``os.path.realpath(name)`` and its stat, resolving each directory only once.
+
+    realpath lstats every component of every name: it was a third of writing
+    Debian's 4230 proofs (cProfile: 4.4 of 12.3 s under load, 33,630 lstat
+    calls). Here the directory is resolved once and each file costs one
+    lstat; a target that is itself a link is resolved in full (written
+    through, as :func:`atomic_write` does).
+    """
+    head, tail = os.path.split(name)
+    real_dir = real_dirs.get(head)
+    if real_dir is None:
+        real_dir = real_dirs[head] = os.path.realpath(head or ".")
+    target = os.path.join(real_dir, tail)
     try:
-        ref_stat: os.stat_result | None = os.stat(target)
+        st = os.lstat(target)
     except FileNotFoundError:
-        ref_stat = None
+        return target, None
     except OSError as err:
         raise SystemFailure.from_oserror(target, err, "write") from err
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(target)
+        try:
+            return target, os.stat(target)
+        except FileNotFoundError:
+            return target, None
+        except OSError as err:
+            raise SystemFailure.from_oserror(target, err, "write") from err
+    return target, st
+
+
+def _write_temporary(
+    target: str,
+    ref_stat: os.stat_result | None,
+    data: bytes,
+    new_mode: int,
+    staged: list[tuple[str, str]],
+) -> int:
+    """One temporary of :func:`durable_batch`, written, writeback started; its fd."""
     try:
         fd, temp = create_temporary(target)
     except OSError as err:
