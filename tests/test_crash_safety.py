@@ -504,6 +504,10 @@ def test_tree_survives_sigkill(tmp_path: Path, kind: str) -> None:
 
     No process of the killed run may live on for more than a few seconds; a
     complete run afterwards, among the temp files left, writes every proof.
+    The proofs are written as one batch (vmpatch.fs.atomic.durable_batch:
+    every temporary written and flushed, then all renamed); 300 modules are
+    more than one batch of open temporaries, so a kill lands between batches,
+    during the flushes and among the renames (some proofs final, some absent).
     """
     make = copy_kbuild if kind == "kbuild-x86_64" else generated_tree
     build = make(tmp_path / "build")

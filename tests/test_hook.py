@@ -107,3 +107,32 @@ def test_lean_imports(tmp_path: Path) -> None:
     )
     proc = python("-c", code, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+#: Modules whose import cost the per-module hook must not pay (issue 12): argparse
+#: and tempfile are off its path; dataclasses and pathlib are not yet (see README).
+KEPT_OFF_THE_HOOK_PATH = ("argparse", "tempfile")
+
+
+def test_hook_call_loads_no_argparse_or_tempfile(tmp_path: Path) -> None:
+    """A real append through the hook's entry point imports neither module.
+
+    Compared with what the bare interpreter already loaded (site's .pth files
+    may import some standard modules in any environment), so only the hook's
+    own imports count.
+    """
+    tree, _ = make_tree(tmp_path)
+    module, proof = modules(tree)[0]
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "from vmpatch.hook import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+        "sys.exit(code)\n"
+    )
+    result = python("-c", code, module, proof)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "vmpatch.ko.proof" in loaded  # the append really ran
+    assert not loaded & set(KEPT_OFF_THE_HOOK_PATH), sorted(loaded & set(KEPT_OFF_THE_HOOK_PATH))

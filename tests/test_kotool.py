@@ -324,12 +324,30 @@ def test_mode_and_xattrs_kept(built: tuple[Path, MerkleTree]) -> None:
     assert os.getxattr(module, "user.vmpatch") == b"x"
 
 
-def test_append_tree_build_dir(built: tuple[Path, MerkleTree], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_append_tree_build_dir(
+    built: tuple[Path, MerkleTree], tmp_path: Path, workers: int
+) -> None:
+    """On one thread or several: results in modules.order order, each module + its proof."""
+    from contextlib import contextmanager
+
     tree, merkle = built
     pairs = modules(tree)
     originals = [m.read_bytes() for m, _ in pairs]
     image = patched_vmlinux(tmp_path, merkle)
-    results = append_tree(tree, kernel=image)
+    counts: dict[str, list[int]] = {}
+
+    @contextmanager
+    def progress(description: str, total: int):  # type: ignore[no-untyped-def]
+        seen = counts.setdefault(description, [])
+        yield seen.append
+        assert total == len(pairs)
+
+    results = append_tree(tree, kernel=image, workers=workers, progress=progress)
+    assert counts == {
+        "checking modules": list(range(1, len(pairs) + 1)),
+        "appending proofs": list(range(1, len(pairs) + 1)),
+    }
     assert [r.position for r in results] == list(range(len(pairs)))
     assert {r.action for r in results} == {"appended"}
     for (module, proof), original in zip(pairs, originals, strict=True):
@@ -358,14 +376,17 @@ def test_append_tree_staged_install_all_codecs(built: tuple[Path, MerkleTree]) -
         assert kernel_verdict(data, KernelModel(merkle.root)).verdict == "ACCEPT"
 
 
-def test_append_tree_validates_all_before_writing(built: tuple[Path, MerkleTree]) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_append_tree_validates_all_before_writing(
+    built: tuple[Path, MerkleTree], workers: int
+) -> None:
     tree, _ = built
     pairs = modules(tree)
     before = [m.read_bytes() for m, _ in pairs]
     last_proof = pairs[-1][1]
     last_proof.write_bytes(last_proof.read_bytes()[:-1])
     with pytest.raises(InputError, match=last_proof.name):
-        append_tree(tree)
+        append_tree(tree, workers=workers)
     assert [m.read_bytes() for m, _ in pairs] == before
     # a proof of the wrong position is refused too
     last_proof.write_bytes(pairs[0][1].read_bytes())

@@ -17,8 +17,7 @@ SOURCES = [
     "scripts/make-testdata",
     "scripts/make-testdata-installed",
     "scripts/make-manpage",
-    "scripts/bench-tree",
-    "scripts/bench-hook",
+    "scripts/bench",
 ]
 
 

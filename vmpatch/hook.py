@@ -19,7 +19,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 __all__ = ["main"]
@@ -29,14 +28,64 @@ PROG = "vmpatch-ko-append"
 #: The settings library errors name, as this interface spells them (errors.ToolError).
 HOOK_OPTIONS = {"STRIP": "--strip-program"}
 
+#: The command line is parsed by hand, not by argparse: argparse (with gettext
+#: and its helpers) was about 4 ms of a call's imports (python -X importtime),
+#: paid thousands of times per kernel.
+USAGE = f"""usage: {PROG} [-h] [--replace | --stack] [--kernel VMLINUX]
+       [--install-mod-strip VALUE --build-dir DIR [--strip-program P]]
+       [--max-decompressed SIZE] [--debug] MODULE PROOF
+
+Append a Merkle proof to a kernel module (a safe `cat PROOF >> MODULE`).
+
+positional arguments:
+  MODULE                     .ko, .ko.gz, .ko.xz or .ko.zst
+  PROOF                      the module's .merkle file
+
+options:
+  -h, --help                 show this help message and exit
+  --replace                  replace an existing trailer (one level): the tree
+                             was hashed without it
+  --stack                    append on top of an existing trailer: the tree was
+                             hashed with it in place
+  --kernel VMLINUX           check the result against this vmlinux's root first
+  --install-mod-strip VALUE  INSTALL_MOD_STRIP now; refuse if it differs from
+                             the build's (needs --build-dir)
+  --build-dir DIR            the kernel build tree
+  --strip-program P          $(STRIP) now; compared with vmpatch's strip record
+  --max-decompressed SIZE    refuse compressed modules larger than this when
+                             decompressed (bytes, or with K, M, G; default 256M)
+  --debug                    show a traceback with errors (for bug reports)
+"""
+
+_FLAGS = {"--replace": "replace", "--stack": "stack", "--debug": "debug"}
+_VALUED = {
+    "--kernel": "kernel",
+    "--install-mod-strip": "install_mod_strip",
+    "--build-dir": "build_dir",
+    "--strip-program": "strip_program",
+    "--max-decompressed": "max_decompressed",
+}
+
 
 class _ArgumentError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _ArgumentError(message)
+class _Args:
+    """The parsed command line (what argparse's Namespace held)."""
+
+    def __init__(self) -> None:
+        self.module = ""
+        self.proof = ""
+        self.replace = False
+        self.stack = False
+        self.debug = False
+        self.help = False
+        self.kernel: str | None = None
+        self.install_mod_strip: str | None = None
+        self.build_dir: str | None = None
+        self.strip_program: str | None = None
+        self.max_decompressed: int | None = None
 
 
 def _size(text: str) -> int:
@@ -46,53 +95,47 @@ def _size(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise _ArgumentError(f"argument --max-decompressed: {err}") from None
 
 
-def _parser() -> _Parser:
-    """The command line; errors raise instead of printing usage and exiting."""
-    parser = _Parser(
-        prog=PROG,
-        description="Append a Merkle proof to a kernel module (a safe `cat PROOF >> MODULE`).",
-    )
-    parser.add_argument("module", metavar="MODULE", help=".ko, .ko.gz, .ko.xz or .ko.zst")
-    parser.add_argument("proof", metavar="PROOF", help="the module's .merkle file")
-    existing = parser.add_mutually_exclusive_group()
-    existing.add_argument(
-        "--replace",
-        action="store_true",
-        help="replace an existing trailer (one level): the tree was hashed without it",
-    )
-    existing.add_argument(
-        "--stack",
-        action="store_true",
-        help="append on top of an existing trailer: the tree was hashed with it in place",
-    )
-    parser.add_argument(
-        "--kernel", metavar="VMLINUX", help="check the result against this vmlinux's root first"
-    )
-    parser.add_argument(
-        "--install-mod-strip",
-        metavar="VALUE",
-        default=None,
-        help="INSTALL_MOD_STRIP now; refuse if it differs from the build's (needs --build-dir)",
-    )
-    parser.add_argument("--build-dir", metavar="DIR", help="the kernel build tree")
-    parser.add_argument(
-        "--strip-program", metavar="P", help="$(STRIP) now; compared with vmpatch's strip record"
-    )
-    parser.add_argument(
-        "--max-decompressed",
-        metavar="SIZE",
-        type=_size,
-        default=None,
-        help="refuse compressed modules larger than this when decompressed "
-        "(bytes, or with K, M, G; default 256M)",
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="show a traceback with errors (for bug reports)"
-    )
-    return parser
+def _parse(argv: list[str]) -> _Args:
+    """``[options] MODULE PROOF``; options as ``--name VALUE`` or ``--name=VALUE``."""
+    args = _Args()
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if word == "--":
+            positional += argv[i:]
+            break
+        if word in ("-h", "--help"):
+            args.help = True
+            return args
+        name, eq, value = word.partition("=")
+        if name in _FLAGS and not eq:
+            setattr(args, _FLAGS[name], True)
+        elif name in _VALUED:
+            if not eq:
+                if i >= len(argv):
+                    raise _ArgumentError(f"argument {name}: expected one argument")
+                value = argv[i]
+                i += 1
+            attribute = _VALUED[name]
+            setattr(args, attribute, _size(value) if attribute == "max_decompressed" else value)
+        elif word.startswith("-") and word != "-":
+            raise _ArgumentError(f"unrecognized argument: {word}")
+        else:
+            positional.append(word)
+    if args.replace and args.stack:
+        raise _ArgumentError("argument --stack: not allowed with argument --replace")
+    if len(positional) != 2:
+        missing = ["MODULE", "PROOF"][len(positional) :]
+        if missing:
+            raise _ArgumentError(f"the following arguments are required: {', '.join(missing)}")
+        raise _ArgumentError(f"unrecognized arguments: {' '.join(positional[2:])}")
+    args.module, args.proof = positional
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     from vmpatch.errors import EXIT_INPUT, terminate_on_sigterm
 
     terminate_on_sigterm()
-    parser = _parser()
     args_list = sys.argv[1:] if argv is None else argv
     try:
-        args = parser.parse_args(args_list)
+        args = _parse(args_list)
     except _ArgumentError as err:
         return _fail(f"{err} (hint: see {PROG} --help)", EXIT_INPUT)
+    if args.help:
+        sys.stdout.write(USAGE)
+        return 0
     if (args.install_mod_strip is None) != (args.build_dir is None):
         return _fail("--install-mod-strip and --build-dir go together", EXIT_INPUT)
     try:
@@ -117,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _append(args: argparse.Namespace) -> None:
+def _append(args: _Args) -> None:
     from vmpatch.ko.proof import append_proof
 
     check = None

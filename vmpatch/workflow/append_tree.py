@@ -9,9 +9,11 @@ changes nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from vmpatch.errors import InputError, MismatchError
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
@@ -27,6 +29,9 @@ from vmpatch.workflow.installed import installed_module
 
 if TYPE_CHECKING:
     from vmpatch.records.root import ModuleHashesRoot
+    from vmpatch.workflow.tree import Progress
+
+_T = TypeVar("_T")
 
 __all__ = ["append_tree"]
 
@@ -60,6 +65,8 @@ def append_tree(
     kernel: str | os.PathLike[str] | ModuleHashesRoot | None = None,
     strip_check: Callable[[], None] | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
+    workers: int | None = None,
+    progress: Progress | None = None,
 ) -> list[AppendResult]:
     """Append every module's ``<stem>.merkle`` in one process, in modules.order order.
 
@@ -76,8 +83,14 @@ def append_tree(
     (the proofs would be over post-processed bytes). Without ``dest`` they are
     the targets, and a trailer there is the append's own business (an
     identical proof: unchanged).
+
+    Both passes run on ``workers`` threads (default: one per CPU): lzma, zlib
+    and zstd release the GIL while they decompress and recompress, which is
+    nearly all the time of a ``.ko.xz`` tree (issue 12: 5 min 47 s on one
+    core over Debian's 4230 modules). ``progress`` is the workflow's
+    progress context (:data:`vmpatch.workflow.tree.Progress`).
     """
-    from vmpatch.workflow.tree import plan_tree
+    from vmpatch.workflow.tree import no_progress, plan_tree
 
     if strip_check is not None:
         strip_check()
@@ -98,16 +111,52 @@ def append_tree(
                 f"position {planned.entry.index} of {plan.order_file}",
             )
         jobs.append((target, proof))
-    for target, proof in jobs:  # validate everything first
+
+    def check(job: tuple[Path, Proof]) -> None:
         try:
-            plan_append(target, proof, replace=replace, stack=stack, root=root, max_size=max_size)
+            plan_append(job[0], job[1], replace=replace, stack=stack, root=root, max_size=max_size)
         except MismatchError as err:
             raise _changed_after_hashing(err, kernel, dest or build_dir) from None
-    results = []
-    for target, proof in jobs:
+
+    def write(job: tuple[Path, Proof]) -> AppendResult:
         ready = plan_append(
-            target, proof, replace=replace, stack=stack, root=root, max_size=max_size
+            job[0], job[1], replace=replace, stack=stack, root=root, max_size=max_size
         )
         write_planned(ready)
-        results.append(ready.result)
+        return ready.result
+
+    show = progress or no_progress
+    with show("checking modules", len(jobs)) as done:
+        _in_threads(check, jobs, workers, done)  # validate everything first
+    with show("appending proofs", len(jobs)) as done:
+        return _in_threads(write, jobs, workers, done)
+
+
+def _in_threads(
+    work: Callable[[tuple[Path, Proof]], _T],
+    jobs: Sequence[tuple[Path, Proof]],
+    workers: int | None,
+    done: Callable[[int], None] | None,
+) -> list[_T]:
+    """``work`` over ``jobs`` in threads, results in order; the first failure cancels the rest."""
+    from vmpatch.merkle import default_workers
+
+    count = [0]
+    guard = threading.Lock()
+
+    def run(job: tuple[Path, Proof]) -> _T:
+        result = work(job)
+        if done is not None:
+            with guard:
+                count[0] += 1
+                done(count[0])
+        return result
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers or default_workers(), len(jobs) or 1)))
+    try:
+        results = list(pool.map(run, jobs))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results

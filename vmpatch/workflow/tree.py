@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UsageError
-from vmpatch.fs.atomic import atomic_write
+from vmpatch.fs.atomic import atomic_write, durable_batch
 from vmpatch.merkle import MerkleTree, hash_leaves
 from vmpatch.records.modorder import OrderEntry, read_modules_order
 from vmpatch.records.root import ByteOrder, ModuleHashesRoot
@@ -218,9 +218,18 @@ def build_tree(
 
 
 def write_proofs(plan: TreePlan, tree: MerkleTree) -> None:
-    """Write each module's ``.merkle`` file atomically (mode 0644 like kbuild's)."""
-    for planned in plan.modules:
-        atomic_write(planned.proof, tree.trailer(planned.entry.index), mode=0o644)
+    """Write every module's ``.merkle`` file atomically (mode 0644 like kbuild's).
+
+    All proofs go through one :func:`vmpatch.fs.atomic.durable_batch`: one
+    temporary, fsync and rename per proof, plus a directory fsync each, cost
+    0.6 s of a 1.13 s run over Debian's 4230 modules in tmpfs and 3.8-40 s on
+    ext4 (issue 12, about 8,460 flushes); the batch makes the data durable
+    together and syncs each directory once.
+    """
+    durable_batch(
+        [(planned.proof, tree.trailer(planned.entry.index)) for planned in plan.modules],
+        mode=0o644,
+    )
 
 
 def _kernel_byteorder(kernel: Path) -> ByteOrder:

@@ -19,7 +19,12 @@ from typing import Annotated, Any
 import typer
 
 from vmpatch.cli.app import Command
-from vmpatch.cli.options import DEFAULT_MAX_DECOMPRESSED, JsonOption, MaxDecompressedOption
+from vmpatch.cli.options import (
+    DEFAULT_MAX_DECOMPRESSED,
+    JsonOption,
+    MaxDecompressedOption,
+    WorkersOption,
+)
 from vmpatch.cli.output import emit_json, show
 from vmpatch.errors import UsageError
 
@@ -177,9 +182,11 @@ def append_tree(
     kernel: KernelOption = None,
     install_mod_strip: InstallModStripNowOption = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
+    workers: WorkersOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Append every module's .merkle in one process; nothing is written unless all pass."""
+    from vmpatch.cli.progress import progress_bar
     from vmpatch.workflow.append_tree import append_tree as run
     from vmpatch.workflow.strip_tree import StripCheck
 
@@ -193,6 +200,8 @@ def append_tree(
         kernel=kernel,
         strip_check=check,
         max_size=max_decompressed,
+        workers=workers,
+        progress=progress_bar,
     )
     if json_:
         emit_json("ko append-tree", ModuleResults(tuple(results)))
