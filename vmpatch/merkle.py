@@ -82,7 +82,7 @@ _buffers = threading.local()
 def _leaf_of_file(index: int, path: ModuleFile) -> bytes:
     """Hash a plain file in chunks through one reused buffer per thread.
 
-    Measured on 4000 modules (527 MiB in tmpfs, 2 CPUs, scripts/bench-tree's
+    Measured on 4000 modules (527 MiB in tmpfs, 2 CPUs, scripts/bench's
     tree): per-file mmap took 0.87-0.92 s with one thread and 0.64-0.71 s
     with two, because every fault and munmap in a threaded process contends
     on the address space (and munmap sends TLB-shootdown IPIs); readv into a

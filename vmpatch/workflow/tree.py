@@ -66,7 +66,7 @@ def default_suffix(build_dir: Path) -> str:
 @dataclass(frozen=True)
 class PlannedModule:
     """One module of the tree; the name is kept as text because a kernel has
-    thousands and pathlib parsing was a third of planning time (scripts/bench-tree)."""
+    thousands and pathlib parsing was a third of planning time (scripts/bench-tree, now part of scripts/bench)."""
 
     entry: OrderEntry
     file: str
@@ -96,7 +96,7 @@ def _module_tail(name: str) -> bytes | None:
     """The last bytes of module file ``name`` (a trailer's fixed end), None if not a file.
 
     One open, fstat and pread per module: planning a 4000-module tree costs
-    about what the existence check alone did (scripts/bench-tree).
+    about what the existence check alone did (scripts/bench-tree, now part of scripts/bench).
     """
     try:  # O_NONBLOCK: a FIFO named by modules.order must not hang the planning
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
