@@ -185,6 +185,7 @@ def _grid_fits(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width:
 
 
 def _grid(title: str | None, columns: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> None:
+    from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
@@ -197,8 +198,6 @@ def _grid(title: str | None, columns: Sequence[Column], rows: Sequence[Sequence[
             table.add_column(column.header, no_wrap=True)
     for row in rows:
         table.add_row(*(Text(text, style=style) for text, style in map(_cell_text, row)))
-    from rich.console import Group
-
     heading = _title_lines(title, _console().width) if title else []
     show(Group(*heading, table))
 
