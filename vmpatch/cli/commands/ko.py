@@ -60,15 +60,14 @@ InstallModStripNowOption = Annotated[
 ]
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    from rich.table import Table
+#: Columns whose text is prose, free to wrap at spaces; every other cell is a value.
+_FREE_TEXT = frozenset({"action", "removed"})
 
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    show(table)
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from vmpatch.cli.tables import Column, records
+
+    records(title, [Column(c, free=c in _FREE_TEXT) for c in columns], rows)
 
 
 @dataclass(frozen=True)

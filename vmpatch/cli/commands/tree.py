@@ -232,9 +232,7 @@ def _summary_line(report: VerifyReport) -> str:
 
 
 def _verify_table(report: VerifyReport) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
+    from vmpatch.cli.tables import Cell, Column, records
     from vmpatch.workflow.results import FileError
 
     if not report.module_hashes:
@@ -243,18 +241,21 @@ def _verify_table(report: VerifyReport) -> None:
         title = f"kernel root levels={report.levels} {report.root_hex}"
         if report.placeholder:
             title += " (blank placeholder: never patched)"
-    table = Table(title=title)
-    for column in ("module", "verdict", "errno", "load (enforcing)", "reason"):
-        table.add_column(column, overflow="fold")
+    columns = [
+        Column("module"),
+        Column("verdict"),
+        Column("errno"),
+        Column("load (enforcing)"),
+        Column("reason", free=True),
+    ]
+    rows: list[list[Cell]] = []
     for r in report.modules:
         if isinstance(r, FileError):
-            table.add_row(escape(str(r.path)), "[red]ERROR[/]", "-", "-", escape(r.error.reason))
+            rows.append([str(r.path), ("ERROR", "red"), "-", "-", r.error.reason])
             continue
         style = {"ACCEPT": "green", "REJECT": "red"}.get(r.verdict, "yellow")
-        table.add_row(
-            escape(str(r.path)), f"[{style}]{r.verdict}[/]", r.errno or "-", r.load_result, r.reason
-        )
-    show(table)
+        rows.append([str(r.path), (r.verdict, style), r.errno or "-", r.load_result, r.reason])
+    records(title, columns, rows)
     paths_used = sorted(
         {r.load_path.description for r in report.modules if not isinstance(r, FileError)}
     )

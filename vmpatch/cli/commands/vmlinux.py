@@ -15,7 +15,7 @@ from vmpatch.cli.options import (
     MaxDecompressedOption,
     WorkersOption,
 )
-from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
+from vmpatch.cli.output import emit_json, file_errors, plain, warn
 from vmpatch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -78,14 +78,9 @@ def _kernel_rows(facts: KernelFacts) -> list[tuple[str, str]]:
 
 
 def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
-    from rich.table import Table
+    from vmpatch.cli.tables import fields
 
-    table = Table(title=title, show_header=False, title_justify="left", box=None)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for label, value in rows:
-        table.add_row(label, value)
-    show(table)
+    fields(title, rows)
 
 
 @app.command(cls=Command)
