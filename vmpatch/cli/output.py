@@ -90,8 +90,8 @@ def plain(*lines: str) -> None:
     """Unstyled result lines on stdout.
 
     Rich would print exactly these bytes; going around it saves its import
-    and console set-up (~30 ms of a `vmpatch tree` run, scripts/bench-tree, now part of scripts/bench)
-    for commands whose whole human output is a few plain lines.
+    and console set-up (~30 ms of a `vmpatch tree` run, measured with the
+    former scripts/bench-tree, now scripts/bench) for commands whose whole human output is a few plain lines.
     """
     with _guarded():
         sys.stdout.write("".join(f"{line}\n" for line in lines))

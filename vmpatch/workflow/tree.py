@@ -66,7 +66,8 @@ def default_suffix(build_dir: Path) -> str:
 @dataclass(frozen=True)
 class PlannedModule:
     """One module of the tree; the name is kept as text because a kernel has
-    thousands and pathlib parsing was a third of planning time (scripts/bench-tree, now part of scripts/bench)."""
+    thousands and pathlib parsing was a third of planning time (measured with the
+    former scripts/bench-tree, now scripts/bench)."""
 
     entry: OrderEntry
     file: str
