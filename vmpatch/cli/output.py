@@ -91,7 +91,8 @@ def plain(*lines: str) -> None:
 
     Rich would print exactly these bytes; going around it saves its import
     and console set-up (~30 ms of a `vmpatch tree` run, measured with the
-    former scripts/bench-tree, now scripts/bench) for commands whose whole human output is a few plain lines.
+    former scripts/bench-tree, now scripts/bench) for commands whose whole
+    human output is a few plain lines.
     """
     with _guarded():
         sys.stdout.write("".join(f"{line}\n" for line in lines))
