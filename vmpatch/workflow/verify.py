@@ -37,6 +37,7 @@ from vmpatch.verdict import (
 from vmpatch.workflow.results import FileError, most_severe
 
 if TYPE_CHECKING:
+    from vmpatch.workflow.explain import Explainer, Explanation
     from vmpatch.workflow.tree import Progress
 
 __all__ = [
@@ -65,10 +66,15 @@ class ModuleVerdict:
     trailer: dict[str, object]  # {"kind", "position", "levels"}
     reason: str
     load_path: LoadPath = LoadPath.PLAIN  # how the kernel gets the bytes it judged
+    explanation: Explanation | None = None  # why it is refused (vmpatch.workflow.explain)
 
     @classmethod
     def of(
-        cls, path: Path, verdict: Verdict, load_path: LoadPath = LoadPath.PLAIN
+        cls,
+        path: Path,
+        verdict: Verdict,
+        load_path: LoadPath = LoadPath.PLAIN,
+        explanation: Explanation | None = None,
     ) -> ModuleVerdict:
         return cls(
             path=path,
@@ -84,6 +90,7 @@ class ModuleVerdict:
             },
             reason=verdict.reason,
             load_path=load_path,
+            explanation=explanation,
         )
 
     @property
@@ -315,13 +322,15 @@ def verify_files(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     load_path: LoadPath | None = None,
+    explainer: Explainer | None = None,
 ) -> list[ModuleVerdict | FileError]:
     """The kernel's verdict for every module file, in the order given.
 
     A file that cannot be read (not a module, a corrupt ``.ko.xz``) is a
     :class:`FileError` among the verdicts: one bad file hides no other.
     ``load_path`` forces the loading path of compressed modules (None: as kmod
-    chooses it, see :func:`assumptions`).
+    chooses it, see :func:`assumptions`). ``explainer`` is asked why, for
+    modules that are not accepted only.
     """
     from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
     from vmpatch.merkle import default_workers
@@ -333,9 +342,12 @@ def verify_files(
             chosen, view = kernel_view(path, kernel, max_size=limit, load_path=load_path)
         except VmpatchError as err:
             return FileError.of(path, err)
-        if isinstance(view, Verdict):
-            return ModuleVerdict.of(path, view, chosen)
-        return ModuleVerdict.of(path, kernel_verdict(view, kernel), chosen)
+        data = None if isinstance(view, Verdict) else view
+        verdict = view if isinstance(view, Verdict) else kernel_verdict(view, kernel)
+        why = None
+        if explainer is not None and verdict.verdict is not VerdictKind.ACCEPT:
+            why = explainer(path, data, verdict.verdict, verdict.reason)
+        return ModuleVerdict.of(path, verdict, chosen, why)
 
     results = []
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -357,8 +369,16 @@ def run_verify(
     progress: Progress | None = None,
     config: str | os.PathLike[str] | None = None,
     load_path: LoadPath | None = None,
+    tree: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    other_kernels: Sequence[str | os.PathLike[str]] = (),
 ) -> VerifyReport:
     """``vmpatch verify``: the modules named and those of ``modules_dir``, judged by ``kernel``.
+
+    Each module that is not accepted gets an explanation
+    (:mod:`vmpatch.workflow.explain`), from the expected leaves of ``tree``
+    or ``manifest`` (or ``modules_dir``'s own modules.leaves) when given;
+    ``other_kernels`` are images whose roots a foreign proof is matched against.
 
     Errors about the whole command (no modules, a bad kernel, a bad
     modules.order) are raised; an unreadable module is one entry of the report.
@@ -371,10 +391,24 @@ def run_verify(
         files += modules_of_build_dir(modules_dir, suffix)
     if not files:
         raise UsageError(None, "no modules given: name them, or use --modules DIR")
+    from vmpatch.workflow.explain import Explainer, find_reference, other_roots
+
     model = kernel_model(kernel, config)
+    explainer = Explainer(
+        model,
+        find_reference(tree, manifest, modules_dir),
+        other_roots([Path(k) for k in other_kernels]),
+        Path(modules_dir) if modules_dir is not None else None,
+    )
     with (progress or no_progress)("verifying modules", len(files)) as done:
         results = verify_files(
-            model, files, max_size=max_size, workers=workers, progress=done, load_path=load_path
+            model,
+            files,
+            max_size=max_size,
+            workers=workers,
+            progress=done,
+            load_path=load_path,
+            explainer=explainer,
         )
     return VerifyReport(
         kernel=Path(kernel),

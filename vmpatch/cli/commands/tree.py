@@ -117,6 +117,30 @@ def verify(
             "Default: as kmod chooses from the config."
         ),
     ] = None,
+    reference_tree: Annotated[
+        Path | None,
+        typer.Option(
+            "--tree",
+            readable=False,
+            help="The tree that was hashed (kbuild or install): explains rejections "
+            "with its module at each proof's position.",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            readable=False,
+            help="A leaf manifest (modules.leaves) to explain rejections with; default "
+            "--modules DIR's own, when it has one.",
+        ),
+    ] = None,
+    other_kernel: Annotated[
+        list[Path] | None,
+        typer.Option(
+            readable=False,
+            help="An image whose root a foreign proof may belong to (repeatable).",
+        ),
+    ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     failures: Annotated[
         bool, typer.Option("--failures", help="List only the modules that do not load.")
@@ -141,6 +165,9 @@ def verify(
         progress=progress_bar,
         config=config,
         load_path=None if load_path is None else LoadPath(load_path),
+        tree=reference_tree,
+        manifest=manifest,
+        other_kernels=other_kernel or [],
     )
     shown = report.failures() if failures else report
     file_errors(report.modules)
@@ -150,6 +177,7 @@ def verify(
         plain(_summary_line(report))
     else:
         _verify_table(shown)
+        _explanations(shown)
         show(_summary_line(report))
     judged = report.total - report.counts.error  # files that got a verdict at all
     if report.placeholder and judged:
@@ -182,6 +210,21 @@ def _summary_line(report: VerifyReport) -> str:
     elif counts.unchecked:
         line += f"; {counts.checked} of {total} checked"
     return line
+
+
+def _explanations(report: VerifyReport) -> None:
+    """One line of cause per refused module, then what to do about it."""
+    from rich.text import Text
+
+    from vmpatch.workflow.results import FileError
+
+    for r in report.modules:
+        if isinstance(r, FileError) or r.explanation is None:
+            continue
+        why = r.explanation
+        show(Text(f"{r.path}: {why.cause}: {why.detail}"))
+        if why.hint:
+            show(Text(f"  {why.hint}"))
 
 
 def _verify_table(report: VerifyReport) -> None:
