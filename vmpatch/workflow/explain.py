@@ -204,7 +204,12 @@ class Reference:
         return len(self.names)
 
     def position_of(self, key: str) -> int | None:
-        matches = [i for i, name in enumerate(self.names) if module_key(name) == key]
+        """Where the reference has the module named ``key``; a bare file name matches by its
+        base name when only one module has it (module names are unique in a kernel)."""
+        keys = [module_key(name) for name in self.names]
+        matches = [i for i, k in enumerate(keys) if k == key]
+        if not matches and "/" not in key:
+            matches = [i for i, k in enumerate(keys) if k.rsplit("/", 1)[-1] == key]
         return matches[0] if len(matches) == 1 else None
 
     def content(self, position: int) -> bytes | None:
