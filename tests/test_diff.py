@@ -65,7 +65,7 @@ def test_one_byte_differs(tmp_path: Path) -> None:
     assert changes(document) == [("lib/zz_first", "changed")]
     assert document["identical"] == 4
     first = vmpatch("diff", KBUILD, other).stdout.splitlines()[0]
-    assert first == "roots differ: 1 modules differ: 1 changed"
+    assert first == "roots differ: 1 module differs: 1 changed"
 
 
 def test_two_builds_that_differ_in_one_source(tmp_path: Path) -> None:

@@ -294,6 +294,28 @@ def run_python_api(block: Block, tmp_path: Path) -> None:
         assert (tree / (stem + ".merkle")).read_bytes().endswith(MARKER)
 
 
+def run_explain_and_diff(block: Block, tmp_path: Path) -> None:
+    """The transcript, command by command from a sandbox: its output must be exactly the README's.
+
+    ``testdata`` is a link to the committed tree; the commands copy what they change.
+    """
+    require_tool("strip", "binutils")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "testdata").symlink_to(TESTDATA)
+    commands, expected = [], []
+    for line in block.text.splitlines():
+        if line.startswith("$ "):
+            commands.append(line[2:])
+        expected.append(line)
+    got = []
+    for command in commands:
+        done = _bash(f"{command} 2>&1", tmp_path, cwd=work)
+        got.append(f"$ {command}")
+        got += done.stdout.splitlines()
+    assert got == expected
+
+
 Runner = Callable[[Block, Path], None]
 
 #: README block first line -> what runs it.
@@ -307,6 +329,9 @@ RUNNERS: dict[str, Runner] = {
     "vmpatch inspect vmlinux vmlinux.unstripped": run_inspect_examples,
     "cmd_sign = vmpatch-ko-append $@ $(objtree)/$*.merkle": run_modinst_hook,
     "from vmpatch.workflow.tree import plan_tree, build_tree, write_proofs": run_python_api,
+    "$ cp -r testdata/kbuild-x86_64 hashed && vmpatch reroot hashed > /dev/null": (
+        run_explain_and_diff
+    ),
 }
 
 #: README block first line -> why no test runs it. Empty: every example runs.

@@ -77,9 +77,12 @@ def human_lines(report: DiffReport) -> list[str]:
     if not report.modules_compared:
         verdict = f"{head} (modules not compared: pass --modules-a/--modules-b for an image)"
     elif report.changes:
-        verdict = f"{head}: {len(report.changes)} modules differ: " + ", ".join(parts)
+        n = len(report.changes)
+        differ = "1 module differs" if n == 1 else f"{n} modules differ"
+        verdict = f"{head}: {differ}: " + ", ".join(parts)
     else:
-        verdict = f"{head}; {report.identical} modules identical"
+        n = report.identical
+        verdict = f"{head}; {n} module{'' if n == 1 else 's'} identical"
     lines = [verdict, _root_line("A", report.a), _root_line("B", report.b)]
     for c in report.changes:
         if c.change == "added":

@@ -146,7 +146,11 @@ def verify(
         bool, typer.Option("--failures", help="List only the modules that do not load.")
     ] = False,
     summary: Annotated[
-        bool, typer.Option("--summary", help="Print one line of counts instead of the table.")
+        bool,
+        typer.Option(
+            "--summary",
+            help="Print the causes of refusals and one line of counts instead of the table.",
+        ),
     ] = False,
     json_: JsonOption = False,
 ) -> int:
@@ -174,6 +178,7 @@ def verify(
     if json_:
         emit_json("verify", shown)
     elif summary:
+        _explanations(report)
         plain(_summary_line(report))
     else:
         _verify_table(shown)
@@ -213,18 +218,18 @@ def _summary_line(report: VerifyReport) -> str:
 
 
 def _explanations(report: VerifyReport) -> None:
-    """One line of cause per refused module, then what to do about it."""
-    from rich.text import Text
-
+    """One line of cause per refused module, then what to do about it (never wrapped)."""
     from vmpatch.workflow.results import FileError
 
+    lines = []
     for r in report.modules:
         if isinstance(r, FileError) or r.explanation is None:
             continue
         why = r.explanation
-        show(Text(f"{r.path}: {why.cause}: {why.detail}"))
+        lines.append(f"{r.path}: {why.cause}: {why.detail}")
         if why.hint:
-            show(Text(f"  {why.hint}"))
+            lines.append(f"  {why.hint}")
+    plain(*lines)
 
 
 def _verify_table(report: VerifyReport) -> None:
