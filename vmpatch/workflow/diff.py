@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from vmpatch.errors import EXIT_MISMATCH, EXIT_OK, InputError, SystemFailure
-from vmpatch.merkle import MerkleTree, default_workers, leaf_digest
+from vmpatch.merkle import MerkleTree, _leaf_of_file, default_workers, leaf_digest
 from vmpatch.records.leaves import read_manifest
 from vmpatch.records.root import ModuleHashesRoot
+from vmpatch.records.trailer import MARKER
 from vmpatch.workflow.explain import module_key, strip_trailers, tree_listing
 
 __all__ = ["Change", "DiffReport", "DiffSide", "ModuleChange", "run_diff"]
@@ -78,12 +81,16 @@ class DiffSide:
     module_count: int | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Entry:
+    """One position of a side: its leaf always, its content digest when known or needed."""
+
     position: int
     path: str
-    sha256: bytes
-    raw_sha256: bytes | None
+    leaf: bytes
+    sha256: bytes | None  # of the kernel-visible, trailer-free bytes (a manifest has it)
+    raw_sha256: bytes | None = None  # of the file as stored (--bytes)
+    file: Path | None = None  # to hash the content again when a comparison needs it
 
 
 @dataclass(frozen=True)
@@ -136,20 +143,56 @@ def _kind(path: Path) -> str:
     return "manifest" if head == _MANIFEST_MAGIC else "image"
 
 
-def _hash_module(position: int, name: str, path: Path, raw: bool) -> tuple[_Entry, bytes]:
-    """One module's content digest (and its leaf, for the tree's root)."""
+def _body(path: Path) -> tuple[bytes, memoryview]:
+    """The file as stored, and the kernel-visible bytes without any trailer (no copy)."""
     from vmpatch.ko.compression import decompress, read_raw
 
     codec, stored = read_raw(path)
     data = decompress(stored, codec, path=path)
-    body = strip_trailers(data)[0]
-    entry = _Entry(
+    view = memoryview(data)
+    return stored, view[: len(strip_trailers(view)[0])]
+
+
+def _hash_module(position: int, name: str, path: Path, raw: bool) -> _Entry:
+    """One module's leaf: one SHA-256 pass, as ``vmpatch tree`` makes.
+
+    The content digest (a second pass) is made only for the modules a
+    comparison needs it for (:func:`_content_sha256`).
+    """
+    if not raw and not _compressed_or_trailed(path):
+        # A plain module without a trailer (a kbuild tree's): hashed from
+        # the file in chunks exactly as `vmpatch tree` hashes it.
+        return _Entry(position, name, _leaf_of_file(position, path), None, None, path)
+    stored, body = _body(path)
+    return _Entry(
         position,
         name,
-        hashlib.sha256(body).digest(),
+        leaf_digest(position, body),
+        None,
         hashlib.sha256(stored).digest() if raw else None,
+        path,
     )
-    return entry, leaf_digest(position, body)
+
+
+def _compressed_or_trailed(path: Path) -> bool:
+    """Whether the file's bytes are not its kernel-visible, trailer-free bytes as they are."""
+    if path.name.endswith((".gz", ".xz", ".zst")):
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, len(MARKER), max(0, size - len(MARKER)))
+        finally:
+            os.close(fd)
+    except OSError:
+        return True  # let the full read name the error
+    return tail == MARKER
+
+
+def _content_sha256(entry: _Entry) -> None:
+    if entry.sha256 is None and entry.file is not None:
+        entry.sha256 = hashlib.sha256(_body(entry.file)[1]).digest()
 
 
 @dataclass
@@ -178,12 +221,36 @@ def _plan(side: Path, modules: Path | None) -> _Plan:
         raise UsageError(side, f"is a {kind} tree or manifest: --modules is for a kernel image")
     if kind == "manifest":
         manifest = read_manifest(side)
-        entries = [_Entry(e.position, e.path, e.content_sha256, None) for e in manifest.entries]
+        entries = [_Entry(e.position, e.path, e.leaf, e.content_sha256) for e in manifest.entries]
         tree = MerkleTree.from_leaves([e.leaf for e in manifest.entries])
         if tree.root != manifest.root:
             raise InputError(side, "its recorded root is not the root its leaves fold to")
         return _Plan(side, kind, None, [], None, entries, manifest.root)
     return _Plan(side, kind, side, tree_listing(side), None)
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _in_shares(work: Callable[[_T], _R], items: Sequence[_T], workers: int | None) -> list[_R]:
+    """``work`` over ``items`` in a few threads, each taking every n-th item.
+
+    One task per thread rather than per module: a future per module cost as
+    much as the hashing of a small one. Interleaved shares keep the threads'
+    loads alike without sizing the files first.
+    """
+    count = max(1, min(workers or default_workers(), len(items)))
+    out: list[_R | None] = [None] * len(items)
+
+    def share(start: int) -> None:
+        for i in range(start, len(items), count):
+            out[i] = work(items[i])
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        for done in [pool.submit(share, k) for k in range(count)]:
+            done.result()
+    return out  # type: ignore[return-value]
 
 
 def run_diff(
@@ -207,20 +274,20 @@ def run_diff(
     jobs = [
         (k, i, name, path) for k, p in enumerate(plans) for i, (name, path) in enumerate(p.listing)
     ]
-    results: list[list[tuple[_Entry, bytes]]] = [[], []]
-    if jobs:
-        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-            done = pool.map(lambda job: _hash_module(job[1], job[2], job[3], compare_bytes), jobs)
-            for (k, *_), result in zip(jobs, done, strict=True):
-                results[k].append(result)
+    hashed = _in_shares(
+        lambda job: _hash_module(job[1], job[2], job[3], compare_bytes), jobs, workers
+    )
+    results: list[list[_Entry]] = [[], []]
+    for (k, *_), entry in zip(jobs, hashed, strict=True):
+        results[k].append(entry)
     sides = []
     tables: list[dict[str, _Entry] | None] = []
     for k, plan in enumerate(plans):
         entries = plan.entries
         tree_root = plan.manifest_root
         if plan.listing:
-            entries = [entry for entry, _leaf in results[k]]
-            tree_root = MerkleTree.from_leaves([leaf for _e, leaf in results[k]]).root
+            entries = results[k]
+            tree_root = MerkleTree.from_leaves([e.leaf for e in entries]).root
         elif plan.kind in ("kbuild", "installed"):
             entries, tree_root = [], MerkleTree.from_leaves([]).root
         tables.append(None if entries is None else _by_name(plan.side, entries))
@@ -239,7 +306,7 @@ def run_diff(
     table_a, table_b = tables
     if table_a is not None and table_b is not None:
         common = len(table_a.keys() & table_b.keys())
-        changes = _compare(table_a, table_b, compare_bytes)
+        changes = _compare(table_a, table_b, compare_bytes, workers)
     return DiffReport(
         a=sides[0],
         b=sides[1],
@@ -261,7 +328,25 @@ def _by_name(side: Path, entries: list[_Entry]) -> dict[str, _Entry]:
     return table
 
 
-def _compare(a: dict[str, _Entry], b: dict[str, _Entry], compare_bytes: bool) -> list[ModuleChange]:
+def _compare(
+    a: dict[str, _Entry], b: dict[str, _Entry], compare_bytes: bool, workers: int | None
+) -> list[ModuleChange]:
+    """The modules that differ, in A's order (then B's for those only in B).
+
+    At the same position, leaves differ exactly when the contents do; at
+    different positions, and for every module reported, the content digests
+    decide, hashed now for those modules only.
+    """
+    both = a.keys() & b.keys()
+    needed = [
+        entry
+        for name in both
+        if a[name].position != b[name].position or a[name].leaf != b[name].leaf
+        for entry in (a[name], b[name])
+    ]
+    needed += [entry for name in a.keys() ^ b.keys() for entry in [a.get(name) or b[name]]]
+    _in_shares(_content_sha256, needed, workers)
+
     def change(name: str, kind: Change, x: _Entry | None, y: _Entry | None) -> ModuleChange:
         return ModuleChange(
             name,
@@ -270,21 +355,26 @@ def _compare(a: dict[str, _Entry], b: dict[str, _Entry], compare_bytes: bool) ->
             y.position if y else None,
             x.path if x else None,
             y.path if y else None,
-            x.sha256.hex() if x else None,
-            y.sha256.hex() if y else None,
+            x.sha256.hex() if x and x.sha256 else None,
+            y.sha256.hex() if y and y.sha256 else None,
         )
 
     out = []
-    for name in sorted(a.keys() | b.keys(), key=lambda n: (a.get(n) or b[n]).position):
+    for name in sorted(a.keys() | b.keys(), key=lambda n: _order(n, a, b)):
         x, y = a.get(name), b.get(name)
         if y is None:
             out.append(change(name, Change.REMOVED, x, None))
         elif x is None:
             out.append(change(name, Change.ADDED, None, y))
+        elif x.position == y.position and x.leaf == y.leaf:
+            if compare_bytes and x.raw_sha256 != y.raw_sha256:
+                out.append(change(name, Change.FILE_BYTES, x, y))
         elif x.sha256 != y.sha256:
             out.append(change(name, Change.CHANGED, x, y))
         elif x.position != y.position:
             out.append(change(name, Change.MOVED, x, y))
-        elif compare_bytes and x.raw_sha256 != y.raw_sha256:
-            out.append(change(name, Change.FILE_BYTES, x, y))
     return out
+
+
+def _order(name: str, a: dict[str, _Entry], b: dict[str, _Entry]) -> tuple[int, int]:
+    return (0, a[name].position) if name in a else (1, b[name].position)

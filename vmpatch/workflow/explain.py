@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from vmpatch.errors import InputError, VmpatchError
 from vmpatch.merkle import leaf_digest, node_digest
@@ -140,7 +141,10 @@ def first_difference(a: bytes, b: bytes) -> int | None:
     return next(i for i in range(low, high) if a[i] != b[i])
 
 
-def strip_trailers(data: bytes) -> tuple[bytes, list[str]]:
+_Bytes = TypeVar("_Bytes", bytes, memoryview)
+
+
+def strip_trailers(data: _Bytes) -> tuple[_Bytes, list[str]]:
     """``data`` without any trailer (stacked ones too), and their kinds, last first."""
     kinds: list[str] = []
     while (trailer := find_trailer(data)) is not None and trailer.fits:
@@ -157,14 +161,12 @@ def tree_listing(directory: Path) -> list[tuple[str, Path]]:
     if layout_of(directory, None) is Layout.INSTALLED:
         from vmpatch.workflow.installed import installed_modules
 
-        return [
-            (os.path.relpath(path, directory), path)
-            for _entry, path in installed_modules(directory)
-        ]
+        top = len(os.fspath(directory)) + 1  # the files are DIR/<name>: no relpath per module
+        return [(os.fspath(path)[top:], path) for _entry, path in installed_modules(directory)]
     from vmpatch.workflow.tree import plan_tree
 
     plan = plan_tree(directory, refuse_trailers=False)
-    return [(os.path.relpath(m.module, directory), m.module) for m in plan.modules]
+    return [(m.entry.stem + plan.suffix, Path(m.file)) for m in plan.modules]
 
 
 def hashed_bytes(path: Path, max_size: int | None = None) -> bytes:
