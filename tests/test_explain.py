@@ -154,6 +154,10 @@ def test_proof_of_a_tree_with_one_module_more(
     assert why["zz_first.ko"]["cause"] == "other-build"
     assert why["zz_first.ko"]["other_root"] == {"levels": 3, "root": tree_json["root"]}
     assert why["zz_first.ko"]["other_kernel"] is None
+    # Explained with the bigger tree itself: the proof is its own, the kernel carries another root.
+    why = explained("--kernel", hashed / "vmlinux", "--modules", installed, "--tree", tree6)
+    assert why["zz_first.ko"]["cause"] == "other-build"
+    assert "patched with another tree's root" in why["zz_first.ko"]["detail"]
     # An image patched with the bigger tree's root is named as the one that carries it.
     other = tmp_path / "vmlinux-six"
     shutil.copyfile(hashed / "vmlinux", other)

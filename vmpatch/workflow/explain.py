@@ -575,6 +575,11 @@ def _other_build(
     where = f": {carrier} carries it" if carrier is not None else ""
     if carrier is None and others:
         where = ": none of the --other-kernel images carries it"
+    if carrier is None and reference is not None and reference.root() == root:
+        where = (
+            f": the root of {reference.source} itself, so the kernel was patched with "
+            "another tree's root"
+        )
     hint = (
         None
         if carrier is not None or others
