@@ -149,7 +149,7 @@ def verify(
         bool,
         typer.Option(
             "--summary",
-            help="Print the causes of refusals and one line of counts instead of the table.",
+            help="Print one line of counts instead of the table.",
         ),
     ] = False,
     json_: JsonOption = False,
@@ -178,7 +178,6 @@ def verify(
     if json_:
         emit_json("verify", shown)
     elif summary:
-        _explanations(report)
         plain(_summary_line(report))
     else:
         _verify_table(shown)
