@@ -74,6 +74,26 @@ def test_every_command_matches_its_schema(tree: Path, tmp_path: Path) -> None:
     missing = tmp_path / "missing.ko"
     check("verify", json_of("verify", "--kernel", kernel, *built_modules(tree), missing, code=2))
     check("verify", json_of("verify", "--kernel", kernel, "--modules", tree, "--failures"))
+    # Every refusal explained: with a tree for the expected leaves, and another image's root.
+    flipped = tmp_path / "zz_first.ko"
+    data = bytearray((tree / "lib" / "zz_first.ko").read_bytes())
+    data[64] ^= 1
+    flipped.write_bytes(bytes(data))
+    check(
+        "verify",
+        json_of("verify", "--kernel", kernel, flipped, "--tree", tree, code=1),
+    )
+    check(
+        "verify",
+        json_of(
+            "verify", "--kernel", kernel, "--modules", tree, "--tree", tree,
+            "--other-kernel", kernel,
+        ),
+    )  # fmt: skip
+    installed = TESTDATA / "installed-x86_64" / "lib" / "modules" / "6.12.0-vmpatch"
+    check("diff", json_of("diff", tree, installed))
+    check("diff", json_of("diff", "--bytes", tree, installed, code=1))
+    check("diff", json_of("diff", kernel, tree, "--modules-a", tree))
     check("ko strip-proof", json_of("ko", "strip-proof", *built_modules(tree)))
     check(
         "ko strip",

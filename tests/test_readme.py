@@ -347,6 +347,28 @@ def run_system_example(block: Block, tmp_path: Path) -> None:
     assert "updates/toy_extra.ko.xz" in done.stdout and "5 accepted" in done.stdout
 
 
+def run_explain_and_diff(block: Block, tmp_path: Path) -> None:
+    """The transcript, command by command from a sandbox: its output must be exactly the README's.
+
+    ``testdata`` is a link to the committed tree; the commands copy what they change.
+    """
+    require_tool("strip", "binutils")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "testdata").symlink_to(TESTDATA)
+    commands, expected = [], []
+    for line in block.text.splitlines():
+        if line.startswith("$ "):
+            commands.append(line[2:])
+        expected.append(line)
+    got = []
+    for command in commands:
+        done = _bash(f"{command} 2>&1", tmp_path, cwd=work)
+        got.append(f"$ {command}")
+        got += done.stdout.splitlines()
+    assert got == expected
+
+
 Runner = Callable[[Block, Path], None]
 
 #: README block first line -> what runs it.
@@ -364,6 +386,9 @@ RUNNERS: dict[str, Runner] = {
     **dict.fromkeys(PACKAGING_EXCERPTS, run_packaging_excerpt),
     "vmpatch verify --system --root /mnt/image --failures      # only what does not load": (
         run_system_example
+    ),
+    "$ cp -r testdata/kbuild-x86_64 hashed && vmpatch reroot hashed > /dev/null": (
+        run_explain_and_diff
     ),
 }
 

@@ -38,6 +38,7 @@ from vmpatch.verdict import (
 from vmpatch.workflow.results import FileError, most_severe
 
 if TYPE_CHECKING:
+    from vmpatch.workflow.explain import Explainer, Explanation
     from vmpatch.workflow.system import RuntimeState, SystemKernel
     from vmpatch.workflow.tree import Progress
 
@@ -73,10 +74,15 @@ class ModuleVerdict:
     load_path: LoadPath = LoadPath.PLAIN  # how the kernel gets the bytes it judged
     result: str = ""
     """What finit_module returns under the report's enforcement (see :class:`Enforcement`)."""
+    explanation: Explanation | None = None  # why it is refused (vmpatch.workflow.explain)
 
     @classmethod
     def of(
-        cls, path: Path, verdict: Verdict, load_path: LoadPath = LoadPath.PLAIN
+        cls,
+        path: Path,
+        verdict: Verdict,
+        load_path: LoadPath = LoadPath.PLAIN,
+        explanation: Explanation | None = None,
     ) -> ModuleVerdict:
         return cls(
             path=path,
@@ -93,6 +99,7 @@ class ModuleVerdict:
             reason=verdict.reason,
             load_path=load_path,
             result=verdict.load_result,
+            explanation=explanation,
         )
 
     @property
@@ -393,13 +400,15 @@ def verify_files(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     load_path: LoadPath | None = None,
+    explainer: Explainer | None = None,
 ) -> list[ModuleVerdict | FileError]:
     """The kernel's verdict for every module file, in the order given.
 
     A file that cannot be read (not a module, a corrupt ``.ko.xz``) is a
     :class:`FileError` among the verdicts: one bad file hides no other.
     ``load_path`` forces the loading path of compressed modules (None: as kmod
-    chooses it, see :func:`assumptions`).
+    chooses it, see :func:`assumptions`). ``explainer`` is asked why, for
+    modules that are not accepted only.
     """
     from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
     from vmpatch.merkle import default_workers
@@ -411,9 +420,12 @@ def verify_files(
             chosen, view = kernel_view(path, kernel, max_size=limit, load_path=load_path)
         except VmpatchError as err:
             return FileError.of(path, err)
-        if isinstance(view, Verdict):
-            return ModuleVerdict.of(path, view, chosen)
-        return ModuleVerdict.of(path, kernel_verdict(view, kernel), chosen)
+        data = None if isinstance(view, Verdict) else view
+        verdict = view if isinstance(view, Verdict) else kernel_verdict(view, kernel)
+        why = None
+        if explainer is not None and verdict.verdict is not VerdictKind.ACCEPT:
+            why = explainer(path, data, verdict.verdict, verdict.reason)
+        return ModuleVerdict.of(path, verdict, chosen, why)
 
     results = []
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -471,13 +483,20 @@ def run_verify(
     config: str | os.PathLike[str] | None = None,
     load_path: LoadPath | None = None,
     runtime: RuntimeState | None = None,
+    tree: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    other_kernels: Sequence[str | os.PathLike[str]] = (),
 ) -> VerifyReport:
     """``vmpatch verify``: the modules named and those of ``modules_dir``, judged by ``kernel``.
 
     For an install tree, the module files its modules.order does not name are
     judged too and reported apart (``unlisted``). ``runtime`` is the running
-    kernel's enforcement state (``--system``). Errors about the whole command
-    (no modules, a bad kernel, a bad modules.order) are raised; an unreadable
+    kernel's enforcement state (``--system``). Each module that is not
+    accepted gets an explanation (:mod:`vmpatch.workflow.explain`), from the
+    expected leaves of ``tree`` or ``manifest`` (or ``modules_dir``'s own
+    modules.leaves) when given; ``other_kernels`` are images whose roots a
+    foreign proof is matched against. Errors about the whole command (no
+    modules, a bad kernel, a bad modules.order) are raised; an unreadable
     module is one entry of the report.
     """
     from vmpatch.errors import UsageError
@@ -494,14 +513,28 @@ def run_verify(
             extra = unlisted_modules(modules_dir, listed)
     if not files:
         raise UsageError(None, "no modules given: name them, or use --modules DIR")
+    from vmpatch.workflow.explain import Explainer, find_reference, other_roots
+
     model = kernel_model(kernel, config)
     enforcement = _enforcement(model, runtime)
+    explainer = Explainer(
+        model,
+        find_reference(tree, manifest, modules_dir),
+        other_roots([Path(k) for k in other_kernels]),
+        Path(modules_dir) if modules_dir is not None else None,
+    )
 
     def judged(
         paths: list[Path], done: Callable[[int], None] | None
     ) -> tuple[ModuleVerdict | FileError, ...]:
         results = verify_files(
-            model, paths, max_size=max_size, workers=workers, progress=done, load_path=load_path
+            model,
+            paths,
+            max_size=max_size,
+            workers=workers,
+            progress=done,
+            load_path=load_path,
+            explainer=explainer,
         )
         return tuple(
             replace(m, result=enforcement.result(m)) if isinstance(m, ModuleVerdict) else m

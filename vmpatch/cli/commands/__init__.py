@@ -2,7 +2,7 @@
 """The commands, one module per concern, registered on the app when imported.
 
 The import order is the order --help lists them: the image first (inspect,
-patch), then the tree (tree, verify, reroot), then the module toolkit.
+patch), then the tree (tree, verify, reroot, diff), then the module toolkit.
 """
 
 from vmpatch.cli.app import app
@@ -13,6 +13,9 @@ from vmpatch.cli.commands import tree  # noqa: F401 - registers tree, verify
 
 # isort: split
 from vmpatch.cli.commands import reroot  # noqa: F401 - registers reroot
+
+# isort: split
+from vmpatch.cli.commands import diff  # noqa: F401 - registers diff
 
 # isort: split
 from vmpatch.cli.commands.ko import ko_app

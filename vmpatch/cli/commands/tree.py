@@ -141,12 +141,40 @@ def verify(
             "Default: as kmod chooses from the config."
         ),
     ] = None,
+    reference_tree: Annotated[
+        Path | None,
+        typer.Option(
+            "--tree",
+            readable=False,
+            help="The tree that was hashed (kbuild or install): explains rejections "
+            "with its module at each proof's position.",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            readable=False,
+            help="A leaf manifest (modules.leaves) to explain rejections with; default "
+            "--modules DIR's own, when it has one.",
+        ),
+    ] = None,
+    other_kernel: Annotated[
+        list[Path] | None,
+        typer.Option(
+            readable=False,
+            help="An image whose root a foreign proof may belong to (repeatable).",
+        ),
+    ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     failures: Annotated[
         bool, typer.Option("--failures", help="List only the modules that do not load.")
     ] = False,
     summary: Annotated[
-        bool, typer.Option("--summary", help="Print one line of counts instead of the table.")
+        bool,
+        typer.Option(
+            "--summary",
+            help="Print one line of counts instead of the table.",
+        ),
     ] = False,
     json_: JsonOption = False,
 ) -> int:
@@ -169,6 +197,9 @@ def verify(
             max_size=max_decompressed,
             progress=progress_bar,
             load_path=chosen_path,
+            tree=reference_tree,
+            manifest=manifest,
+            other_kernels=other_kernel or [],
         )
     else:
         if root is not None:
@@ -184,6 +215,9 @@ def verify(
             progress=progress_bar,
             config=config,
             load_path=chosen_path,
+            tree=reference_tree,
+            manifest=manifest,
+            other_kernels=other_kernel or [],
         )
     shown = report.failures() if failures else report
     file_errors((*report.modules, *report.unlisted))
@@ -195,6 +229,7 @@ def verify(
         _system_lines(shown)
         _verify_table(shown)
         _unlisted_table(shown)
+        _explanations(shown)
         show(_summary_line(report))
         for line in _unlisted_line(report):
             show(line)
@@ -229,6 +264,21 @@ def _summary_line(report: VerifyReport) -> str:
     elif counts.unchecked:
         line += f"; {counts.checked} of {total} checked"
     return line
+
+
+def _explanations(report: VerifyReport) -> None:
+    """One line of cause per refused module, then what to do about it (never wrapped)."""
+    from vmpatch.workflow.results import FileError
+
+    lines = []
+    for r in report.modules:
+        if isinstance(r, FileError) or r.explanation is None:
+            continue
+        why = r.explanation
+        lines.append(f"{r.path}: {why.cause}: {why.detail}")
+        if why.hint:
+            lines.append(f"  {why.hint}")
+    plain(*lines)
 
 
 def _verify_table(report: VerifyReport) -> None:
