@@ -103,7 +103,7 @@ def test_install_tree_is_re_rooted_exactly(staged: tuple[Path, Path]) -> None:
     levels, root = reference_root([trailers(data)[0] for data in before])
     assert (doc["layout"], doc["levels"], doc["root"]) == ("installed", levels, root.hex())
     # The kernel image carries the root in its section (little-endian levels, x86_64).
-    located = vmpatch("inspect", "--json", kernel).json()
+    located = vmpatch("inspect", "--json", kernel).json()["files"][0]
     assert (located["levels"], located["root"]) == (levels, root.hex())
     for position, path in enumerate(order_files(tree)):
         data = kernel_visible(path)
@@ -235,7 +235,7 @@ def test_kbuild_tree_gets_proofs_and_root_and_keeps_its_modules(tmp_path: Path) 
     lines = (tree / "modules.order").read_text().splitlines()
     levels, root = reference_root([(tree / (line[:-2] + ".ko")).read_bytes() for line in lines])
     assert (run.json()["levels"], run.json()["root"]) == (levels, root.hex())
-    assert vmpatch("inspect", "--json", tree / "vmlinux").json()["root"] == root.hex()
+    assert vmpatch("inspect", "--json", tree / "vmlinux").json()["files"][0]["root"] == root.hex()
     before = snapshot(tree)
     assert vmpatch("reroot", tree).returncode == 0
     assert snapshot(tree) == before

@@ -118,7 +118,8 @@ def reroot(
     for m in in_tree:
         counts[m.action.value] = counts.get(m.action.value, 0) + 1
     lines = [
-        f"{report.directory}: {report.layout.value} tree, {report.state}",
+        f"{report.directory}: {report.layout.value} tree, {report.state}"
+        + (" (it was part-way)" if report.found == "part-way" and not report.dry_run else ""),
         f"levels  {report.root.levels}",
         f"root    {report.root.digest.hex()}",
         "modules "
