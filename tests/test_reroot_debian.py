@@ -68,7 +68,7 @@ def test_debian_package_re_roots_and_every_module_verifies(tmp_path: Path) -> No
     kernel = tmp_path / "vmlinux"
     shutil.copy(carrier, kernel)
     out = tmp_path / KVER
-    run = vmpatch("reroot", "--kernel", kernel, "--output", out, tree, "--json")
+    run = vmpatch("reroot", "--kernel", kernel, "--output", out, tree, "--json", timeout=None)
     assert run.returncode == 0, run.stderr
     doc = run.json()
     assert doc["layout"] == "installed" and doc["module_count"] == MODULES
@@ -77,7 +77,9 @@ def test_debian_package_re_roots_and_every_module_verifies(tmp_path: Path) -> No
     assert {m["action"] for m in placed} == {"replaced a signature"}
     assert all(m["verdict"] == "ACCEPT" for m in placed)
     assert kernel.read_bytes() == carrier.read_bytes()  # --output: the copy was patched
-    verify = vmpatch("verify", "--kernel", out / "vmlinux", "--modules", out, "--json")
+    verify = vmpatch(
+        "verify", "--kernel", out / "vmlinux", "--modules", out, "--json", timeout=None
+    )
     assert verify.returncode == 0, verify.stderr
     counts = verify.json()["counts"]
     assert counts == {"accept": MODULES, "reject": 0, "unchecked": 0, "error": 0}, counts

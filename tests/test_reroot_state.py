@@ -165,6 +165,12 @@ def test_a_run_killed_between_its_first_and_last_write_is_part_way(tmp_path: Pat
         if now == new:
             continue  # it finished every write before the kill landed
         assert _dry_state(kernel, work / tree_rel) == "part-way"
+        verify = vmpatch("verify", "--kernel", kernel, "--modules", work / tree_rel, "--json")
+        state = verify.json()["tree_state"]
+        accepted = verify.json()["counts"]["accept"]
+        assert state.endswith("(part-way: run vmpatch reroot again to finish)"), state
+        assert f"(the kernel's); {accepted} of 400 modules carry proofs" in state, state
+        assert 0 < accepted < 400, accepted  # some renamed, some not
         finish = vmpatch("reroot", "--kernel", kernel, work / tree_rel)
         assert finish.returncode == 0, finish.stderr
         assert _contents(work) == new

@@ -66,8 +66,10 @@ __all__ = [
     "ModuleOutcome",
     "RerootOptions",
     "RerootReport",
+    "boot_images",
     "layout_of",
     "reroot",
+    "tree_state",
 ]
 
 #: IMA/EVM signatures cover the old bytes: a rewritten file must not keep them.
@@ -454,6 +456,31 @@ def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[Verdict
     return _worst(read_module(path, max_size=max_size).data, models)
 
 
+def tree_state(
+    directory: str | os.PathLike[str], kernel_root: ModuleHashesRoot | None, proved: int
+) -> str | None:
+    """What ``vmpatch verify --modules DIR`` can say of a re-rooted tree, or None.
+
+    Only a tree with a leaf manifest (docs/format.md section 7) beside
+    ``modules.order`` was re-rooted by vmpatch; the manifest names the root
+    it was re-rooted for, and ``proved`` (modules whose proof the kernel
+    accepts) against its positions tells done from part-way.
+    """
+    manifest_path = Path(directory) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    manifest = read_manifest(manifest_path)
+    total = len(manifest.entries)
+    named = f"the tree is re-rooted for root {manifest.root.digest.hex()}"
+    if kernel_root is None:
+        return f"{named}; the kernel has no .module_hashes"
+    whose = "the kernel's" if manifest.root == kernel_root else "not the kernel's"
+    line = f"{named} ({whose}); {proved} of {total} modules carry proofs for the kernel's root"
+    if manifest.root == kernel_root and proved < total:
+        line += " (part-way: run vmpatch reroot again to finish)"
+    return line
+
+
 def layout_of(directory: Path, forced: Layout | None) -> Layout:
     if forced is not None:
         return forced
@@ -779,9 +806,14 @@ def _reroot_installed(
             check_target(manifest_path)
         if options.compressor == "kbuild":
             _require_kbuild_programs({p.codec for p, _ in rewrite})
-        _apply_installed(directory, rewrite, kernel_plans, options, report, progress)
-        if manifest_changed:
-            atomic_write(manifest_path, manifest)
+
+        def write_manifest() -> None:
+            if manifest_changed:
+                atomic_write(manifest_path, manifest)
+
+        _apply_installed(
+            directory, rewrite, kernel_plans, options, report, progress, write_manifest
+        )
     report.files_rewritten = len(rewrite)
     report.manifest_changed = manifest_changed
     report.found = _found(
@@ -825,8 +857,16 @@ def _apply_installed(
     options: RerootOptions,
     report: RerootReport,
     progress: Callable[[str, int, int], None] | None,
+    staged_all: Callable[[], None],
 ) -> None:
-    """Stage every module, then patch the images, then rename: old or new, never partial."""
+    """Stage every module, then patch the images, then rename: old or new, never partial.
+
+    ``staged_all`` runs once every module is staged, before the first image
+    or module changes: the leaf manifest is written there, so that a run
+    stopped part-way leaves the manifest naming the root it was heading for
+    (its content is the same before and after: the trailer-free bytes), and
+    ``vmpatch verify`` can say how far the tree got.
+    """
     from vmpatch.workflow.patch import apply_patches
 
     mtime = _mtime_ns()
@@ -861,6 +901,7 @@ def _apply_installed(
 
     try:
         _in_parallel(stage, len(rewrite), options.workers)
+        staged_all()
         apply_patches(kernel_plans)  # type: ignore[arg-type]
         directories = set()
         for write in sorted(staged, key=lambda w: str(w.target)):

@@ -135,6 +135,7 @@ class VerifyReport:
     config: str | None = None  # the kernel config the verdicts read, if any
     module_decompress: str | None = None  # its in-kernel codec; "" without MODULE_DECOMPRESS
     assumptions: tuple[str, ...] = ()  # what the verdicts take for granted
+    tree_state: str | None = None  # with --modules DIR and its modules.leaves: re-rooted for what
 
     @property
     def levels(self) -> int | None:
@@ -386,4 +387,24 @@ def run_verify(
         config=model.config,
         module_decompress=model.decompress,
         assumptions=tuple(assumptions(model, load_path)),
+        tree_state=None if modules_dir is None else _tree_state(modules_dir, model, results),
     )
+
+
+def _tree_state(
+    directory: str | os.PathLike[str],
+    model: KernelModel,
+    results: Sequence[ModuleVerdict | FileError],
+) -> str | None:
+    """How far the tree was re-rooted for this kernel (vmpatch.workflow.reroot.tree_state)."""
+    from vmpatch.records.trailer import TrailerKind
+    from vmpatch.workflow.reroot import tree_state
+
+    proved = sum(
+        1
+        for r in results
+        if isinstance(r, ModuleVerdict)
+        and r.verdict is VerdictKind.ACCEPT
+        and r.trailer.get("kind") == TrailerKind.MERKLE
+    )
+    return tree_state(directory, model.root if model.merkle else None, proved)

@@ -151,6 +151,8 @@ def verify(
     else:
         _verify_table(shown)
         show(_summary_line(report))
+        if report.tree_state:
+            show(report.tree_state)
     judged = report.total - report.counts.error  # files that got a verdict at all
     if report.placeholder and judged:
         warn(
