@@ -331,3 +331,24 @@ def test_manifest_digests_are_the_trailer_free_bytes(tmp_path: Path) -> None:
     assert [line.split(" ")[1].split(".ko")[0] for line in lines] == [
         o.removesuffix(".ko") for o in order
     ]
+
+
+def test_bars_on_a_terminal_one_phase_at_a_time(tmp_path: Path) -> None:
+    """Under a real pseudo-terminal (script(1)) each long phase draws its bar, none collide."""
+    import shlex
+    import sys
+
+    from clirun import ROOT
+
+    script = require_tool("script")
+    tree, kernel = _big_tree(tmp_path, count=250)
+    command = shlex.join(
+        [sys.executable, "-m", "vmpatch", "reroot", "--kernel", str(kernel), str(tree)]
+    )
+    typescript = tmp_path / "typescript"
+    tool(script, "-qec", command, typescript, env={"PYTHONPATH": str(ROOT), "TERM": "xterm"})
+    shown = typescript.read_bytes().decode("utf-8", "replace")
+    for phase in ("hashing modules", "rewriting modules", "verifying modules"):
+        assert phase in shown, shown[-2000:]
+    assert "Traceback" not in shown and "LiveError" not in shown, shown[-2000:]
+    assert "summary 250 files rewritten" in shown

@@ -896,8 +896,8 @@ def _apply_installed(
             staged.append(write)
             report.dropped_xattrs.extend(f"{p.relpath}: {name}" for name in dropped)
             done[0] += 1
-        if progress is not None:
-            progress("rewriting modules", done[0], len(rewrite))
+            if progress is not None:  # under the lock: one thread at a time draws
+                progress("rewriting modules", done[0], len(rewrite))
 
     try:
         _in_parallel(stage, len(rewrite), options.workers)

@@ -99,6 +99,9 @@ def reroot(
 
     def progress(what: str, done: int, total: int) -> None:
         if what not in bars:
+            for context, _ in bars.values():  # one bar at a time: the last phase is over
+                context.__exit__(None, None, None)
+            bars.clear()
             context = progress_bar(what, total)
             bars[what] = (context, context.__enter__())
         callback = bars[what][1]
