@@ -352,3 +352,25 @@ def test_bars_on_a_terminal_one_phase_at_a_time(tmp_path: Path) -> None:
         assert phase in shown, shown[-2000:]
     assert "Traceback" not in shown and "LiveError" not in shown, shown[-2000:]
     assert "summary 250 files rewritten" in shown
+
+
+def test_a_refused_run_into_output_leaves_no_copy(tmp_path: Path) -> None:
+    tree, kernel = _package(tmp_path / "pkg")
+    crc = tree / "kernel" / "lib" / "crc_toy.ko.xz"
+    data = bytearray(crc.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    crc.write_bytes(bytes(data))
+    before = snapshot(tmp_path / "pkg")
+    new, empty = tmp_path / "new", tmp_path / "empty"
+    empty.mkdir()
+    for out in (new, empty):
+        run = vmpatch("reroot", "--kernel", kernel, "--output", out, tree)
+        assert run.returncode == 2 and "corrupt xz data" in run.stderr, run.stderr
+    assert not new.exists() and empty.is_dir() and not any(empty.iterdir())
+    assert snapshot(tmp_path / "pkg") == before
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep").write_text("mine")
+    run = vmpatch("reroot", "--kernel", kernel, "--output", busy, tree)
+    assert run.returncode == 2 and "new or empty directory" in run.stderr, run.stderr
+    assert (busy / "keep").read_text() == "mine" and len(list(busy.iterdir())) == 1

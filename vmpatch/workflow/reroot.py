@@ -540,13 +540,28 @@ def _check_kernels(kernels: Sequence[Path]) -> None:
         locate(kernel).check_patchable()
 
 
+def _remove_copy(target: Path, keep_dir: bool) -> None:
+    """Remove what ``_copy_tree`` made at ``target`` (the directory too, unless it existed)."""
+    import shutil
+
+    if not target.is_dir():
+        return
+    if not keep_dir:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _copy_tree(source: Path, target: Path) -> None:
     """``--output``: the tree copied (links made regular files), with copy offload."""
     from vmpatch.fs.atomic import atomic_copy
 
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UsageError(target, "--output must be a new or empty directory")
-    check_target(target)
+    if not target.is_dir():  # new (an empty one, reroot() checked, is written into)
+        check_target(target)
     for root, dirs, files in os.walk(source, followlinks=False):
         rel = Path(root).relative_to(source)
         (target / rel).mkdir(parents=True, exist_ok=True)
@@ -670,15 +685,31 @@ def reroot(
     kernels = _default_kernels(source, layout, options.kernels)
     _check_kernels(kernels)
     work = source
+    made: Path | None = None  # the --output copy, removed again if the run fails
     if options.output is not None and not options.dry_run:
-        _copy_tree(source, options.output)
-        work = options.output
-    with locked([work, *kernels], wait=options.wait, waiting=waiting):
-        stale = 0 if options.dry_run else len(remove_stale_temporaries(work))
-        if layout is Layout.KBUILD:
-            report = _reroot_kbuild(work, kernels, options, progress)
-        else:
-            report = _reroot_installed(work, kernels, options, progress)
+        made = options.output
+        existed = made.exists()
+        if existed and (not made.is_dir() or any(made.iterdir())):
+            raise UsageError(made, "--output must be a new or empty directory")
+        try:
+            _copy_tree(source, made)
+        except BaseException:
+            _remove_copy(made, keep_dir=existed)
+            raise
+        work = made
+    try:
+        with locked([work, *kernels], wait=options.wait, waiting=waiting):
+            stale = 0 if options.dry_run else len(remove_stale_temporaries(work))
+            if layout is Layout.KBUILD:
+                report = _reroot_kbuild(work, kernels, options, progress)
+            else:
+                report = _reroot_installed(work, kernels, options, progress)
+    except BaseException:
+        # A refused or interrupted run into --output leaves no half copy behind:
+        # the copy is this run's own, and DIR was never written.
+        if made is not None:
+            _remove_copy(made, keep_dir=existed)
+        raise
     report.stale_temporaries_removed = stale
     report.warnings += _boot_image_warnings(boot_images(source, layout), report.root)
     report.seconds = time.monotonic() - started
