@@ -163,14 +163,21 @@ def _stage_install(tree: Path, mod_dir: Path) -> dict[str, Path]:
 
 
 def run_quick_start(block: Block, tmp_path: Path) -> None:
-    """Line 1 as written (a real venv and ``pip install .``), ``/tmp/`` moved into tmp_path.
+    """All but the last line as written (a real venv and ``pip install .``), in a sandbox.
 
-    It runs in a copy of the source tree so that the build leaves nothing in the
-    checkout. Line 2 is the test suite itself: only checked to name real files.
+    ``/tmp/`` and ``mktemp -d`` (through ``TMPDIR``) point into tmp_path, and it
+    runs in a copy of the source tree so that the build leaves nothing in the
+    checkout; the committed install tree and kernel must come out unchanged.
+    The re-rooted copy is checked against the root computed from the
+    modules' bytes decompressed by the real tools (test_reroot's reference).
+    The last line is the test suite itself: only checked to name real files.
     """
+    from test_reroot import kernel_visible, order_files, trailers
+    from test_reroot import reference_root as reroot_reference
+
     lines = block.text.splitlines()
-    assert len(lines) == 2, "the Quick start has two commands; teach this test the new one"
-    install, suite = lines
+    assert len(lines) == 5, "the Quick start has three lines and the suite; teach this test"
+    job, suite = "\n".join(lines[:-1]) + "\n", lines[-1]
     assert suite == "./scripts/setup-tests && .venv/bin/python -m pytest"
     assert os.access(ROOT / "scripts" / "setup-tests", os.X_OK)
     source = tmp_path / "src"
@@ -183,17 +190,40 @@ def run_quick_start(block: Block, tmp_path: Path) -> None:
     )
     sandbox = tmp_path / "tmp"
     sandbox.mkdir()
-    assert "/tmp/" in install
-    committed = (KBUILD / "vmlinux").read_bytes()
+    assert "/tmp/" in job and "mktemp -d" in job
+    installed = source / "testdata/installed-x86_64/lib/modules/6.12.0-vmpatch"
+    committed = {
+        p: p.read_bytes()
+        for p in [source / "testdata/kbuild-x86_64/vmlinux", *installed.rglob("*")]
+        if p.is_file()
+    }
+    bases = [trailers(kernel_visible(p))[0] for p in order_files(installed)]
     stdout = _ok(
-        _bash(install.replace("/tmp/", f"{sandbox}/"), tmp_path, cwd=source), "Quick start"
+        _bash(
+            job.replace("/tmp/", f"{sandbox}/"),
+            tmp_path,
+            cwd=source,
+            env={"TMPDIR": str(sandbox)},
+        ),
+        "Quick start",
     )
-    patched = sandbox / "vmlinux.patched"
-    _check_root(patched, KBUILD)
-    assert (source / "testdata/kbuild-x86_64/vmlinux").read_bytes() == committed
-    assert not list((source / "testdata/kbuild-x86_64").rglob("*.merkle")), "--no-proofs wrote"
-    levels, digest = reference_root(KBUILD)
-    assert digest.hex() in stdout and str(levels) in stdout, stdout  # inspect shows the root
+    assert {p: p.read_bytes() for p in committed} == committed, "committed files changed"
+    (out,) = [p for p in sandbox.iterdir() if p.name != "vmpatch-venv"]
+    result = out / "6.12.0-vmpatch"
+    levels, root = reroot_reference(bases)
+    (kernel,) = json.loads(
+        _ok(
+            _bash(f"vmpatch inspect --json {result / 'vmlinux'}", tmp_path, cwd=tmp_path), "inspect"
+        )
+    )["files"]
+    assert (kernel["levels"], kernel["root"]) == (levels, root.hex())
+    for position, module in enumerate(order_files(result)):
+        data = kernel_visible(module)
+        base, kinds = trailers(data)
+        assert kinds == [3] and base == bases[position], module
+        assert struct.unpack(">I", data[len(base) : len(base) + 4])[0] == position
+    assert root.hex() in stdout, stdout  # reroot shows the root
+    assert re.search(r"5 modules: 5 accepted, 0 rejected", stdout), stdout  # verify judged them
 
 
 def run_reroot_recipe(block: Block, tmp_path: Path) -> None:
@@ -374,9 +404,7 @@ Runner = Callable[[Block, Path], None]
 #: README block first line -> what runs it.
 RUNNERS: dict[str, Runner] = {
     "python3 -m venv /tmp/vmpatch-venv && /tmp/vmpatch-venv/bin/pip install -q . "
-    "&& /tmp/vmpatch-venv/bin/vmpatch patch --from-tree testdata/kbuild-x86_64 --no-proofs "
-    "--output /tmp/vmlinux.patched testdata/kbuild-x86_64/vmlinux "
-    "&& /tmp/vmpatch-venv/bin/vmpatch inspect /tmp/vmlinux.patched": run_quick_start,
+    "&& out=$(mktemp -d)": run_quick_start,
     'vmpatch patch --from-tree "$KBUILD_OUTPUT" "$KBUILD_OUTPUT/vmlinux"   '
     "# root + <module>.merkle": run_reroot_recipe,
     "vmpatch inspect vmlinux vmlinux.unstripped": run_inspect_examples,

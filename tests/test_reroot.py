@@ -300,13 +300,16 @@ def test_a_second_process_waits_or_refuses(staged: tuple[Path, Path]) -> None:
         waiting = spawn_vmpatch(
             "reroot", "--kernel", kernel, tree, text=True, stdout=PIPE, stderr=PIPE
         )
-        time.sleep(1.5)
+        assert waiting.stderr is not None
+        # Its first words, while the lock is held (a loaded machine may take
+        # seconds to start Python; readline waits for them).
+        first = waiting.stderr.readline()
+        assert "waiting for another vmpatch process" in first, first
         assert waiting.poll() is None, "the second run did not wait for the lock"
     finally:
         os.close(fd)  # releases the lock
-    _, err = waiting.communicate(timeout=60)
-    assert waiting.returncode == 0, err
-    assert "waiting for another vmpatch process" in err
+    _, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, first + err
 
 
 # ---------------------------------------------------------------------------

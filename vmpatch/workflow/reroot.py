@@ -72,8 +72,10 @@ __all__ = [
     "ModuleOutcome",
     "RerootOptions",
     "RerootReport",
+    "boot_images",
     "layout_of",
     "reroot",
+    "tree_state",
 ]
 
 #: IMA/EVM signatures cover the old bytes: a rewritten file must not keep them.
@@ -129,6 +131,10 @@ class KernelOutcome:
     path: Path
     written: Path
     changed: bool
+    #: Whether the image already held the new root (state of the tree; not in --json).
+    carries_root: bool = False
+
+    json_skip = ("carries_root",)
 
 
 @dataclass
@@ -137,7 +143,6 @@ class RerootReport:
 
     #: Read by vmpatch.cli.jsonout (docs/json.md, "reroot").
     json_rename = (("directory", "path"),)
-    json_skip = ("root",)
     json_extra = (
         ("levels", "levels"),
         ("root", "root_hex"),
@@ -158,14 +163,29 @@ class RerootReport:
     dropped_xattrs: list[str] = field(default_factory=list)
     compressor: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: The leaf manifest had to be (re)written (state of the tree; not in --json).
+    manifest_changed: bool = False
+    #: What the tree held before this run: old root, new root or part-way (see found).
+    found: str = ""
+
+    json_skip = ("root", "manifest_changed", "found")
 
     @property
     def state(self) -> str:
-        """``already re-rooted``, ``re-rooted``, or for a dry run what a real run would do."""
-        changed = self.files_rewritten or any(k.changed for k in self.kernels)
+        """``already re-rooted``, ``re-rooted``; in a dry run ``would re-root`` or ``part-way``.
+
+        Part-way is what a run stopped between its first and its last write
+        leaves: some modules (or the kernel, or every module but not the
+        leaf manifest) already carry the new root, the rest the old.
+        """
+        changed = (
+            self.files_rewritten or any(k.changed for k in self.kernels) or self.manifest_changed
+        )
+        if not changed:
+            return "already re-rooted"
         if self.dry_run:
-            return "would re-root" if changed else "already re-rooted"
-        return "re-rooted" if changed else "already re-rooted"
+            return "part-way" if self.found == "part-way" else "would re-root"
+        return "re-rooted"
 
     @property
     def rejected(self) -> int:
@@ -312,15 +332,26 @@ def _plan_one(
     )
 
 
-def _in_parallel(work: Callable[[int], object], count: int, workers: int | None) -> list[object]:
+def _in_parallel(
+    work: Callable[[int], object],
+    count: int,
+    workers: int | None,
+    progress: Callable[[str, int, int], None] | None = None,
+    what: str = "",
+) -> list[object]:
     """``work(i)`` for every i in threads (decompression and hashing release the GIL).
 
     On any failure or interruption the work not yet started is cancelled, so
-    a refusal or SIGINT does not first finish the whole tree.
+    a refusal or SIGINT does not first finish the whole tree. ``progress``
+    hears ``(what, done, count)`` as results come in, in this thread.
     """
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers or default_workers(), count or 1)))
     try:
-        results = list(pool.map(work, range(count)))
+        results = []
+        for result in pool.map(work, range(count)):
+            results.append(result)
+            if progress is not None:
+                progress(what, len(results), count)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
@@ -379,6 +410,21 @@ def _compressor_versions(compressor: str) -> dict[str, str]:
     return versions
 
 
+def _require_kbuild_programs(codecs: set[Codec]) -> None:
+    """Refuse a missing kbuild compressor in the planning pass, not half-way through staging."""
+    import shutil
+
+    from vmpatch.errors import ToolError
+    from vmpatch.ko.kbuildcompress import commands
+
+    argvs = commands()
+    for codec in sorted(codecs - {Codec.NONE}, key=lambda c: c.label):
+        program = argvs[codec.label][0]
+        if shutil.which(program) is None:
+            variable = {Codec.GZIP: "KGZIP", Codec.XZ: "XZ", Codec.ZSTD: "ZSTD"}[codec]
+            raise ToolError(program, "not found", hint=f"install it or set ${variable}")
+
+
 def _recompress(data: bytes, codec: Codec, compressor: str) -> bytes:
     if compressor == "kbuild" and codec is not Codec.NONE:
         from vmpatch.ko.kbuildcompress import compress_with_kbuild
@@ -416,6 +462,31 @@ def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[Verdict
     return _worst(read_module(path, max_size=max_size).data, models)
 
 
+def tree_state(
+    directory: str | os.PathLike[str], kernel_root: ModuleHashesRoot | None, proved: int
+) -> str | None:
+    """What ``vmpatch verify --modules DIR`` can say of a re-rooted tree, or None.
+
+    Only a tree with a leaf manifest (docs/format.md section 7) beside
+    ``modules.order`` was re-rooted by vmpatch; the manifest names the root
+    it was re-rooted for, and ``proved`` (modules whose proof the kernel
+    accepts) against its positions tells done from part-way.
+    """
+    manifest_path = Path(directory) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    manifest = read_manifest(manifest_path)
+    total = len(manifest.entries)
+    named = f"the tree is re-rooted for root {manifest.root.digest.hex()}"
+    if kernel_root is None:
+        return f"{named}; the kernel has no .module_hashes"
+    whose = "the kernel's" if manifest.root == kernel_root else "not the kernel's"
+    line = f"{named} ({whose}); {proved} of {total} modules carry proofs for the kernel's root"
+    if manifest.root == kernel_root and proved < total:
+        line += " (part-way: run vmpatch reroot again to finish)"
+    return line
+
+
 def layout_of(directory: Path, forced: Layout | None) -> Layout:
     if forced is not None:
         return forced
@@ -444,13 +515,59 @@ def _default_kernels(directory: Path, layout: Layout, given: Sequence[Path]) -> 
     )
 
 
+def _check_kernels(kernels: Sequence[Path]) -> None:
+    """Refuse what is not a patchable vmlinux before anything is copied or hashed.
+
+    A module or a program is named as what it is, a boot image as one to
+    rebuild; :func:`vmpatch.workflow.patch.plan_patches` checks the rest
+    once the root is known.
+    """
+    from vmpatch.boot.kernel import is_elf_file
+    from vmpatch.elf.identify import require_kernel
+    from vmpatch.elf.reader import open_elf
+    from vmpatch.elf.vmlinux import locate
+
+    for kernel in kernels:
+        if not kernel.is_file():
+            raise InputError(kernel, "no such kernel image (--kernel)")
+        if is_elf_file(kernel):
+            with open_elf(kernel) as reader:
+                require_kernel(reader)
+        else:
+            from vmpatch.boot import format_of
+
+            kind = format_of(kernel)
+            if kind is not None:
+                raise InputError(
+                    kernel,
+                    f"is a boot image ({kind}), which vmpatch only reads: pass the vmlinux "
+                    "it was built from (and rebuild the image from it afterwards)",
+                )
+        locate(kernel).check_patchable()
+
+
+def _remove_copy(target: Path, keep_dir: bool) -> None:
+    """Remove what ``_copy_tree`` made at ``target`` (the directory too, unless it existed)."""
+    import shutil
+
+    if not target.is_dir():
+        return
+    if not keep_dir:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _copy_tree(source: Path, target: Path) -> None:
     """``--output``: the tree copied (links made regular files), with copy offload."""
     from vmpatch.fs.atomic import atomic_copy
 
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UsageError(target, "--output must be a new or empty directory")
-    check_target(target)
+    if not target.is_dir():  # new (an empty one, reroot() checked, is written into)
+        check_target(target)
     for root, dirs, files in os.walk(source, followlinks=False):
         rel = Path(root).relative_to(source)
         (target / rel).mkdir(parents=True, exist_ok=True)
@@ -461,6 +578,95 @@ def _copy_tree(source: Path, target: Path) -> None:
             if name.startswith(".") and name.endswith(".vmpatch-tmp"):
                 continue
             atomic_copy(Path(root) / name, target / rel / name)
+
+
+def _found(done: int, todo: int, kernels: Sequence[KernelOutcome], manifest_changed: bool) -> str:
+    """Which state the tree is in: ``old root``, ``new root`` or ``part-way``.
+
+    A module that already carries exactly its new proof, or an image that
+    already carries the new root, is the trace of a run that wrote before it
+    stopped; a tree with both such traces and work left is part-way.
+    """
+    kernels_done = [k.carries_root for k in kernels]
+    if not todo and all(kernels_done) and not manifest_changed:
+        return "new root"
+    if not done and not any(kernels_done):
+        return "old root"
+    return "part-way"
+
+
+#: Where kbuild leaves the boot images it makes from vmlinux (arch/*/boot/).
+KBUILD_BOOT_IMAGES = ("bzImage", "Image", "Image.gz", "zImage", "vmlinuz.efi")
+
+
+def boot_images(directory: Path, layout: Layout) -> list[Path]:
+    """The boot images that belong with the tree at ``directory`` and exist.
+
+    kbuild tree: ``arch/*/boot/{bzImage,Image,Image.gz,zImage,vmlinuz.efi}``.
+    Install tree ``[usr/]lib/modules/KVER``: the package root's
+    ``boot/vmlinuz-KVER`` (three levels above ``lib/modules/KVER``, four above
+    ``usr/lib/modules/KVER``), and ``vmlinuz`` in the tree itself, where Arch
+    and Fedora ship it.
+    """
+    top = Path(os.path.abspath(directory))
+    found: list[Path] = []
+    if layout is Layout.KBUILD:
+        for arch in sorted((top / "arch").glob("*/boot")):
+            found += [arch / name for name in KBUILD_BOOT_IMAGES if (arch / name).is_file()]
+        return found
+    kver = top.name
+    if top.parent.name == "modules" and top.parent.parent.name == "lib":
+        package = top.parents[2]
+        if package.name == "usr":
+            package = package.parent
+        candidate = package / "boot" / f"vmlinuz-{kver}"
+        if candidate.is_file():
+            found.append(candidate)
+    if (top / "vmlinuz").is_file():
+        found.append(top / "vmlinuz")
+    return found
+
+
+def _boot_image_warnings(images: Sequence[Path], root: ModuleHashesRoot) -> list[str]:
+    """A warning for each boot image whose root (read from it, not its mtime) is not ``root``.
+
+    A boot image is made from vmlinux before re-rooting and is never written
+    by vmpatch (it may be compressed and signed): it must be rebuilt.
+    """
+    from vmpatch.boot.kernel import read_kernel
+    from vmpatch.errors import VmpatchError
+
+    then = (
+        "rebuild it from the patched vmlinux (e.g. `make bzImage`), then any initramfs "
+        "that carries modules, then its Secure Boot signature"
+    )
+    warnings = []
+    for image in images:
+        try:
+            facts = read_kernel(image)
+        except VmpatchError as err:
+            warnings.append(
+                f"{image}: cannot read the root this boot image carries ({err.reason}); "
+                f"if it was built from the old vmlinux, {then}"
+            )
+            continue
+        if facts.hashes == "unknown":
+            warnings.append(
+                f"{image}: cannot tell which root this boot image carries "
+                f"({facts.evidence}); if it was built from the old vmlinux, {then}"
+            )
+        elif facts.root is None:
+            warnings.append(
+                f"{image}: this boot image carries no root ({facts.evidence}), "
+                f"the tree's is {root.digest.hex()}: {then}"
+            )
+        elif facts.root != root:
+            warnings.append(
+                f"{image}: this boot image carries the old root "
+                f"{facts.root.digest.hex()} (levels {facts.root.levels}), the tree's "
+                f"is {root.digest.hex()} (levels {root.levels}): {then}"
+            )
+    return warnings
 
 
 def reroot(
@@ -483,20 +689,35 @@ def reroot(
         raise InputError(source, "not a directory")
     layout = layout_of(source, options.layout)
     kernels = _default_kernels(source, layout, options.kernels)
-    for kernel in kernels:
-        if not kernel.is_file():
-            raise InputError(kernel, "no such kernel image (--kernel)")
+    _check_kernels(kernels)
     work = source
+    made: Path | None = None  # the --output copy, removed again if the run fails
     if options.output is not None and not options.dry_run:
-        _copy_tree(source, options.output)
-        work = options.output
-    with locked([work, *kernels], wait=options.wait, waiting=waiting):
-        stale = 0 if options.dry_run else len(remove_stale_temporaries(work))
-        if layout is Layout.KBUILD:
-            report = _reroot_kbuild(work, kernels, options, progress)
-        else:
-            report = _reroot_installed(work, kernels, options, progress)
+        made = options.output
+        existed = made.exists()
+        if existed and (not made.is_dir() or any(made.iterdir())):
+            raise UsageError(made, "--output must be a new or empty directory")
+        try:
+            _copy_tree(source, made)
+        except BaseException:
+            _remove_copy(made, keep_dir=existed)
+            raise
+        work = made
+    try:
+        with locked([work, *kernels], wait=options.wait, waiting=waiting):
+            stale = 0 if options.dry_run else len(remove_stale_temporaries(work))
+            if layout is Layout.KBUILD:
+                report = _reroot_kbuild(work, kernels, options, progress)
+            else:
+                report = _reroot_installed(work, kernels, options, progress)
+    except BaseException:
+        # A refused or interrupted run into --output leaves no half copy behind:
+        # the copy is this run's own, and DIR was never written.
+        if made is not None:
+            _remove_copy(made, keep_dir=existed)
+        raise
     report.stale_temporaries_removed = stale
+    report.warnings += _boot_image_warnings(boot_images(source, layout), report.root)
     report.seconds = time.monotonic() - started
     if report.rejected:
         raise MismatchError(
@@ -540,7 +761,12 @@ def _plan_kernels(
         changed = plan.location.content != plan.payload
         written = plan.output if plan.output is not None else plan.location.path
         outcomes.append(
-            KernelOutcome(plan.location.path, written, changed or plan.output is not None)
+            KernelOutcome(
+                plan.location.path,
+                written,
+                changed or plan.output is not None,
+                carries_root=not changed,
+            )
         )
     return list(plans), outcomes
 
@@ -571,7 +797,9 @@ def _reroot_installed(
         relpath, extra = names[i]
         return _plan_one(directory, i, relpath, extra, options)
 
-    planned: list[_Planned] = _in_parallel(plan, len(names), options.workers)  # type: ignore[assignment]
+    planned: list[_Planned] = _in_parallel(  # type: ignore[assignment]
+        plan, len(names), options.workers, progress, "hashing modules"
+    )
     tree = MerkleTree.from_leaves([p.leaf for p in planned])
     root = tree.root
     kernel_plans, kernel_outcomes = _plan_kernels(kernels, root, directory, options)
@@ -613,10 +841,21 @@ def _reroot_installed(
                 raise SystemFailure(p.path, "cannot rewrite: file or directory not writable")
         if manifest_changed:
             check_target(manifest_path)
-        _apply_installed(directory, rewrite, kernel_plans, options, report, progress)
-        if manifest_changed:
-            atomic_write(manifest_path, manifest)
+        if options.compressor == "kbuild":
+            _require_kbuild_programs({p.codec for p, _ in rewrite})
+
+        def write_manifest() -> None:
+            if manifest_changed:
+                atomic_write(manifest_path, manifest)
+
+        _apply_installed(
+            directory, rewrite, kernel_plans, options, report, progress, write_manifest
+        )
     report.files_rewritten = len(rewrite)
+    report.manifest_changed = manifest_changed
+    report.found = _found(
+        actions.count(Action.UNCHANGED), len(rewrite), kernel_outcomes, manifest_changed
+    )
     unlisted = _unlisted_modules(directory, {p.relpath for p in planned})
     verdicts: list[tuple[VerdictKind, str | None]] | None = None
     if not options.dry_run:
@@ -625,7 +864,9 @@ def _reroot_installed(
         def judge(i: int) -> tuple[VerdictKind, str | None]:
             return _judge(planned[i].path, models, options.max_size)
 
-        verdicts = _in_parallel(judge, len(planned), options.workers)  # type: ignore[assignment]
+        verdicts = _in_parallel(  # type: ignore[assignment]
+            judge, len(planned), options.workers, progress, "verifying modules"
+        )
     for i, (p, action) in enumerate(zip(planned, actions, strict=True)):
         verdict, reason = verdicts[i] if verdicts is not None else (None, None)
         report.modules.append(
@@ -653,8 +894,16 @@ def _apply_installed(
     options: RerootOptions,
     report: RerootReport,
     progress: Callable[[str, int, int], None] | None,
+    staged_all: Callable[[], None],
 ) -> None:
-    """Stage every module, then patch the images, then rename: old or new, never partial."""
+    """Stage every module, then patch the images, then rename: old or new, never partial.
+
+    ``staged_all`` runs once every module is staged, before the first image
+    or module changes: the leaf manifest is written there, so that a run
+    stopped part-way leaves the manifest naming the root it was heading for
+    (its content is the same before and after: the trailer-free bytes), and
+    ``vmpatch verify`` can say how far the tree got.
+    """
     from vmpatch.workflow.patch import apply_patches
 
     mtime = _mtime_ns()
@@ -684,11 +933,12 @@ def _apply_installed(
             staged.append(write)
             report.dropped_xattrs.extend(f"{p.relpath}: {name}" for name in dropped)
             done[0] += 1
-        if progress is not None:
-            progress("rewriting modules", done[0], len(rewrite))
+            if progress is not None:  # under the lock: one thread at a time draws
+                progress("rewriting modules", done[0], len(rewrite))
 
     try:
         _in_parallel(stage, len(rewrite), options.workers)
+        staged_all()
         apply_patches(kernel_plans)  # type: ignore[arg-type]
         directories = set()
         for write in sorted(staged, key=lambda w: str(w.target)):
@@ -723,7 +973,13 @@ def _reroot_kbuild(
             None, "--extra is for install trees: a kbuild tree's modules.order is the tree"
         )
     plan = plan_tree(directory, suffix=options.suffix)  # refuses modules with trailers
-    tree = build_tree(plan, workers=options.workers)
+    count = len(plan.modules)
+
+    def hashed(done: int) -> None:
+        if progress is not None:
+            progress("hashing modules", done, count)
+
+    tree = build_tree(plan, workers=options.workers, progress=hashed)
     root = tree.root
     kernel_plans, kernel_outcomes = _plan_kernels(kernels, root, directory, options)
     report = RerootReport(
@@ -754,6 +1010,9 @@ def _reroot_kbuild(
                 atomic_write(module.proof, proof, mode=0o644)
         apply_patches(kernel_plans)  # type: ignore[arg-type]
     report.files_rewritten = sum(1 for *_, changed in writes if changed)
+    report.found = _found(
+        len(writes) - report.files_rewritten, report.files_rewritten, kernel_outcomes, False
+    )
     models = [] if options.dry_run else [_kernel_model(k.written) for k in kernel_outcomes]
     for module, _proof, changed in writes:
         verdict: VerdictKind | None = None

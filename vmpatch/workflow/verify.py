@@ -240,6 +240,7 @@ class VerifyReport(HasRootRecord):
     DKMS), judged like the rest; not in ``counts``."""
     system: SystemKernel | None = None  # with --system: what was found where
     modules_dir: Path | None = None  # --modules DIR (the unlisted modules are under it)
+    tree_state: str | None = None  # with --modules DIR and its modules.leaves: re-rooted for what
 
     @property
     def total(self) -> int:
@@ -559,6 +560,7 @@ def run_verify(
         enforcement=enforcement,
         unlisted=unlisted,
         modules_dir=None if modules_dir is None else Path(modules_dir),
+        tree_state=None if modules_dir is None else _tree_state(modules_dir, model, results),
     )
 
 
@@ -586,3 +588,22 @@ def run_verify_system(
         others = ", ".join(str(p) for p in found.other_images)
         notes.append(f"the machine boots {found.image} (also installed for {found.kver}: {others})")
     return replace(report, system=found, assumptions=tuple(notes))
+
+
+def _tree_state(
+    directory: str | os.PathLike[str],
+    model: KernelModel,
+    results: Sequence[ModuleVerdict | FileError],
+) -> str | None:
+    """How far the tree was re-rooted for this kernel (vmpatch.workflow.reroot.tree_state)."""
+    from vmpatch.records.trailer import TrailerKind
+    from vmpatch.workflow.reroot import tree_state
+
+    proved = sum(
+        1
+        for r in results
+        if isinstance(r, ModuleVerdict)
+        and r.verdict is VerdictKind.ACCEPT
+        and r.trailer.get("kind") == TrailerKind.MERKLE
+    )
+    return tree_state(directory, model.root if model.merkle else None, proved)

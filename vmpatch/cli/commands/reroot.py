@@ -99,6 +99,9 @@ def reroot(
 
     def progress(what: str, done: int, total: int) -> None:
         if what not in bars:
+            for context, _ in bars.values():  # one bar at a time: the last phase is over
+                context.__exit__(None, None, None)
+            bars.clear()
             context = progress_bar(what, total)
             bars[what] = (context, context.__enter__())
         callback = bars[what][1]
@@ -118,7 +121,8 @@ def reroot(
     for m in in_tree:
         counts[m.action.value] = counts.get(m.action.value, 0) + 1
     lines = [
-        f"{report.directory}: {report.layout.value} tree, {report.state}",
+        f"{report.directory}: {report.layout.value} tree, {report.state}"
+        + (" (it was part-way)" if report.found == "part-way" and not report.dry_run else ""),
         f"levels  {report.root.levels}",
         f"root    {report.root.digest.hex()}",
         "modules "

@@ -233,6 +233,8 @@ def verify(
         show(_summary_line(report))
         for line in _unlisted_line(report):
             show(line)
+        if report.tree_state:
+            show(report.tree_state)
     judged = report.total - report.counts.error  # files that got a verdict at all
     if report.placeholder and judged:
         warn(
