@@ -655,15 +655,15 @@ def _boot_image_warnings(images: Sequence[Path], root: ModuleHashesRoot) -> list
                 f"{image}: cannot tell which root this boot image carries "
                 f"({facts.evidence}); if it was built from the old vmlinux, {then}"
             )
-        elif facts.root is None:
+        elif facts.root_record is None:
             warnings.append(
                 f"{image}: this boot image carries no root ({facts.evidence}), "
                 f"the tree's is {root.digest.hex()}: {then}"
             )
-        elif facts.root != root:
+        elif facts.root_record != root:
             warnings.append(
                 f"{image}: this boot image carries the old root "
-                f"{facts.root.digest.hex()} (levels {facts.root.levels}), the tree's "
+                f"{facts.root_record.digest.hex()} (levels {facts.root_record.levels}), the tree's "
                 f"is {root.digest.hex()} (levels {root.levels}): {then}"
             )
     return warnings
