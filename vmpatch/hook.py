@@ -14,7 +14,7 @@ Usage::
 
     vmpatch-ko-append [--replace | --stack] [--kernel VMLINUX]
                       [--install-mod-strip VALUE --build-dir DIR [--strip-program P]]
-                      [--max-decompressed SIZE] [--debug] MODULE PROOF
+                      [--max-decompressed SIZE] [--no-wait] [--debug] MODULE PROOF
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ def _parser() -> _Parser:
         "(bytes, or with K, M, G; default 256M)",
     )
     parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="refuse (exit 3) instead of waiting while another vmpatch process holds the module",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="show a traceback with errors (for bug reports)"
     )
     return parser
@@ -135,8 +140,16 @@ def _append(args: argparse.Namespace) -> None:
         stack=args.stack,
         kernel=args.kernel,
         strip_check=check,
+        wait=not args.no_wait,
+        waiting=_waiting,
         **limit,
     )
+
+
+def _waiting(message: str) -> None:
+    """Said once when another process holds the module: make's output shows why it pauses."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
 
 
 def _report(err: BaseException, *, debug: bool) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmpatch.errors import InputError
+from vmpatch.fs.lock import locked
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
 from vmpatch.ko.proof import (
     AppendResult,
@@ -41,6 +42,8 @@ def append_tree(
     kernel: str | os.PathLike[str] | ModuleHashesRoot | None = None,
     strip_check: Callable[[], None] | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> list[AppendResult]:
     """Append every module's ``<stem>.merkle`` in one process, in modules.order order.
 
@@ -57,7 +60,40 @@ def append_tree(
     (the proofs would be over post-processed bytes). Without ``dest`` they are
     the targets, and a trailer there is the append's own business (an
     identical proof: unchanged).
+
+    The build tree and ``dest`` are locked (:func:`vmpatch.fs.lock.locked`)
+    for the whole run, and each module from its last read to its rename, so
+    neither another tree-wide command nor a per-module hook interleaves.
     """
+    trees = [build_dir] if dest is None else [build_dir, dest]
+    with locked(trees, wait=wait, waiting=waiting, missing_ok=True):
+        return _append_tree(
+            build_dir,
+            dest=dest,
+            suffix=suffix,
+            replace=replace,
+            stack=stack,
+            kernel=kernel,
+            strip_check=strip_check,
+            max_size=max_size,
+            wait=wait,
+            waiting=waiting,
+        )
+
+
+def _append_tree(
+    build_dir: str | os.PathLike[str],
+    *,
+    dest: str | os.PathLike[str] | None,
+    suffix: str | None,
+    replace: bool,
+    stack: bool,
+    kernel: str | os.PathLike[str] | ModuleHashesRoot | None,
+    strip_check: Callable[[], None] | None,
+    max_size: int,
+    wait: bool,
+    waiting: Callable[[str], None] | None,
+) -> list[AppendResult]:
     from vmpatch.workflow.tree import plan_tree
 
     if strip_check is not None:
@@ -83,9 +119,10 @@ def append_tree(
         plan_append(target, proof, replace=replace, stack=stack, root=root, max_size=max_size)
     results = []
     for target, proof in jobs:
-        ready = plan_append(
-            target, proof, replace=replace, stack=stack, root=root, max_size=max_size
-        )
-        write_planned(ready)
+        with locked([target], wait=wait, waiting=waiting, missing_ok=True):
+            ready = plan_append(
+                target, proof, replace=replace, stack=stack, root=root, max_size=max_size
+            )
+            write_planned(ready)
         results.append(ready.result)
     return results
