@@ -113,15 +113,16 @@ def locked(
     processes locking overlapping sets cannot deadlock. ``waiting`` is told
     once per path that is busy before the call blocks; with ``wait=False`` a
     busy path raises :class:`Busy` instead. With ``missing_ok`` a path that
-    does not exist is skipped, so that the command's own read reports it in
-    the words (and with the exit code) it always has.
+    does not resolve (missing, a dangling link, a link loop) is skipped, so
+    that the command's own read reports it in the words (and with the exit
+    code) it always has.
     """
     fds: list[int] = []
     held: list[int] = []
     try:
         opened = []
         for path in paths:
-            if missing_ok and not os.path.lexists(path):
+            if missing_ok and not os.path.exists(path):  # also dangling links and loops
                 continue
             fd = _open_for_lock(path)
             fds.append(fd)
