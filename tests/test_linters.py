@@ -19,6 +19,7 @@ SOURCES = [
     "scripts/make-manpage",
     "scripts/bench-tree",
     "scripts/bench-hook",
+    "scripts/fuzz",
 ]
 
 
