@@ -215,6 +215,16 @@ def spawn_tool(*argv: Arg, env: Env | None = None) -> Process[bytes]:
     return spawn(argv, env=tool_env(env))
 
 
+def pipe_hook(*args: Arg, env: Env | None = None) -> subprocess.Popen[bytes]:
+    """Start ``python -m vmpatch.hook ARGS`` with stdout and stderr as pipes the test reads."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmpatch.hook", *map(str, args)],
+        env=python_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def hook(*args: Arg, env: Env | None = None, unprivileged: bool = False) -> Run:
     """``python -m vmpatch.hook ARGS``, the lean ``vmpatch-ko-append``, as kbuild runs it."""
     return execute(

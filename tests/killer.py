@@ -234,6 +234,7 @@ def sweep(
     count: int = FRACTIONS,
     watch: Path | None = None,
     window_share: float = WINDOW_SHARE,
+    triggered: int | None = None,
 ) -> Sweep:
     """Kill ``vmpatch ARGS`` at every kill point; ``reset`` before, ``check`` after each.
 
@@ -247,7 +248,8 @@ def sweep(
     ``watch`` to learn the write window's length; ``count // 2`` more kills wait
     for a temp file to appear and land at delays spread over that length. At
     least ``window_share`` of the kills that landed must land inside the write
-    window (0, and no ``watch``, for a command that writes
+    window (``triggered`` sets how many kills wait for a temp file, instead of
+    ``count // 2``) (0, and no ``watch``, for a command that writes
     nothing), so that the invariant was tested where it can break.
     """
     assert watch is not None or window_share == 0, "a sweep of writes needs a directory to watch"
@@ -265,7 +267,8 @@ def sweep(
     assert not temps, f"a complete run of vmpatch {args} left {temps}"
     moments: list[tuple[float, bool]] = [(d, False) for d in kill_points(duration, count)]
     if watch is not None:
-        moments += [(d, True) for d in window_delays(window, count // 2)]
+        aimed = count // 2 if triggered is None else triggered
+        moments += [(d, True) for d in window_delays(window, aimed)]
     for delay, triggered in moments:
         reset()
         if triggered:

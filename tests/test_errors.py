@@ -39,6 +39,7 @@ from vmpatch.errors import (
     UsageError,
     VmpatchError,
 )
+from vmpatch.fs.lock import Busy
 
 KBUILD = TESTDATA / "kbuild-x86_64"
 MODULE = "/nowhere/m.ko"
@@ -69,6 +70,12 @@ CASES: list[tuple[str, BaseException, int, str | None]] = [
     ("UnsupportedLayout", UnsupportedLayout("/x/v", "big section"), 2, "/x/v: big section"),
     ("MismatchError", MismatchError("/x/m.ko", "kernel would reject"), 1, None),
     ("SystemFailure", SystemFailure("/x/m.ko", "cannot write: No space left"), 3, None),
+    (
+        "Busy",
+        Busy("/x/m.ko", "another vmpatch process is working on it (--no-wait given)"),
+        3,
+        "/x/m.ko: another vmpatch process is working on it (--no-wait given)",
+    ),
     (
         "ToolError",
         ToolError("strip-x", "strip program not found", hint="install it", choose="STRIP"),

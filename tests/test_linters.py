@@ -18,6 +18,7 @@ SOURCES = [
     "scripts/make-testdata-installed",
     "scripts/make-manpage",
     "scripts/bench",
+    "scripts/fuzz",
 ]
 
 

@@ -14,7 +14,7 @@ Usage::
 
     vmpatch-ko-append [--replace | --stack] [--kernel VMLINUX]
                       [--install-mod-strip VALUE --build-dir DIR [--strip-program P]]
-                      [--max-decompressed SIZE] [--debug] MODULE PROOF
+                      [--max-decompressed SIZE] [--no-wait] [--debug] MODULE PROOF
 """
 
 from __future__ import annotations
@@ -57,7 +57,12 @@ options:
   --debug                    show a traceback with errors (for bug reports)
 """
 
-_FLAGS = {"--replace": "replace", "--stack": "stack", "--debug": "debug"}
+_FLAGS = {
+    "--replace": "replace",
+    "--stack": "stack",
+    "--debug": "debug",
+    "--no-wait": "no_wait",
+}
 _VALUED = {
     "--kernel": "kernel",
     "--install-mod-strip": "install_mod_strip",
@@ -80,6 +85,7 @@ class _Args:
         self.replace = False
         self.stack = False
         self.debug = False
+        self.no_wait = False
         self.help = False
         self.kernel: str | None = None
         self.install_mod_strip: str | None = None
@@ -180,8 +186,16 @@ def _append(args: _Args) -> None:
         stack=args.stack,
         kernel=args.kernel,
         strip_check=check,
+        wait=not args.no_wait,
+        waiting=_waiting,
         **limit,
     )
+
+
+def _waiting(message: str) -> None:
+    """Said once when another process holds the module: make's output shows why it pauses."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
 
 
 def _report(err: BaseException, *, debug: bool) -> int:

@@ -9,13 +9,26 @@ import typer
 
 from vmpatch.sizes import format_size, parse_size
 
-__all__ = ["DEFAULT_MAX_DECOMPRESSED", "JsonOption", "MaxDecompressedOption", "WorkersOption"]
+__all__ = [
+    "DEFAULT_MAX_DECOMPRESSED",
+    "JsonOption",
+    "MaxDecompressedOption",
+    "NoWaitOption",
+    "WorkersOption",
+]
 
 #: vmpatch.ko.compression.DEFAULT_MAX_DECOMPRESSED, repeated so the CLI does not import
 #: the codecs to build its help (tests/test_cli_contract.py checks they agree).
 DEFAULT_MAX_DECOMPRESSED = 256 * 1024 * 1024
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+#: Every writing command locks what it writes (vmpatch.fs.lock); this refuses (exit 3)
+#: instead of waiting when another vmpatch process holds the lock.
+NoWaitOption = Annotated[
+    bool,
+    typer.Option("--no-wait", help="Refuse (exit 3) instead of waiting for another vmpatch run."),
+]
 
 
 def _size(text: str | int) -> int:

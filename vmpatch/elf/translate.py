@@ -4,7 +4,8 @@
 pyelftools reports malformed input through its own ``ELFError`` family, and
 through whatever its parsers meet on the way: construct's ``ConstructError``
 and ``StreamError``, ``struct.error``, ``ValueError``, ``EOFError``, and
-``IndexError``/``KeyError`` from tables indexed by corrupt fields. Every
+``IndexError``/``KeyError`` from tables indexed by corrupt fields,
+``OverflowError`` from seeks to offsets no file has. Every
 caller of pyelftools (:mod:`vmpatch.elf.reader` for kernel images,
 :mod:`vmpatch.ko.modinfo` for modules) runs it inside :func:`elf_errors`, so
 a hostile file always ends as one :class:`~vmpatch.errors.InputError`
@@ -32,6 +33,7 @@ _PARSER_ERRORS: tuple[type[Exception], ...] = (
     EOFError,
     IndexError,
     KeyError,
+    OverflowError,  # a seek to an offset field beyond ssize_t (found by scripts/fuzz elf)
 )
 
 

@@ -7,6 +7,11 @@ re-run over an already re-rooted tree must write nothing at all (not even a
 directory entry), so the lock is taken with ``flock(2)`` on a read-only
 descriptor of the directory or image itself. The kernel drops it when the
 process dies, so a killed run never leaves a stale lock behind.
+
+A file that vmpatch rewrites atomically gets a new inode at each rename, so a
+process that waited on the old inode would hold a lock nobody else asks for:
+after taking the lock, :func:`locked` checks that the path still names the
+inode it locked and, if a rename replaced it meanwhile, locks the new one.
 """
 
 from __future__ import annotations
@@ -52,24 +57,73 @@ def _lock_one(
         raise SystemFailure.from_oserror(path, err, "lock") from err
 
 
+def _same_file(path: str | os.PathLike[str], fd: int) -> bool:
+    """Whether ``path`` still names the inode of ``fd`` (no rename replaced it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock_current(
+    path: str | os.PathLike[str],
+    fd: int,
+    *,
+    wait: bool,
+    waiting: Callable[[str], None] | None,
+) -> int:
+    """Lock ``fd``; while a rename replaced ``path`` meanwhile, lock its new inode instead.
+
+    Returns the descriptor that holds the lock (``fd`` or a newer one; the
+    replaced ones are closed). ``waiting`` is told at most once.
+    """
+    told: list[str] = []
+
+    def tell_once(message: str) -> None:
+        if not told and waiting is not None:
+            told.append(message)
+            waiting(message)
+
+    try:
+        while True:
+            _lock_one(path, fd, wait=wait, waiting=tell_once)
+            if _same_file(path, fd):
+                return fd
+            replacement = _open_for_lock(path)
+            os.close(fd)  # the lock on the replaced inode protects nothing
+            fd = replacement
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @contextlib.contextmanager
 def locked(
     paths: Sequence[str | os.PathLike[str]],
     *,
     wait: bool = True,
     waiting: Callable[[str], None] | None = None,
+    missing_ok: bool = False,
 ) -> Iterator[None]:
     """Hold an exclusive ``flock`` on every path (directories or files) for the block.
 
     Paths are locked in a fixed order (by device and inode) so that two
     processes locking overlapping sets cannot deadlock. ``waiting`` is told
     once per path that is busy before the call blocks; with ``wait=False`` a
-    busy path raises :class:`Busy` instead.
+    busy path raises :class:`Busy` instead. With ``missing_ok`` a path that
+    does not resolve (missing, a dangling link, a link loop) is skipped, so
+    that the command's own read reports it in the words (and with the exit
+    code) it always has.
     """
     fds: list[int] = []
+    held: list[int] = []
     try:
         opened = []
         for path in paths:
+            if missing_ok and not os.path.exists(path):  # also dangling links and loops
+                continue
             fd = _open_for_lock(path)
             fds.append(fd)
             st = os.fstat(fd)
@@ -79,8 +133,9 @@ def locked(
             if key in seen:
                 continue  # the same file named twice: one lock serves both
             seen.add(key)
-            _lock_one(path, fd, wait=wait, waiting=waiting)
+            fds.remove(fd)
+            held.append(_lock_current(path, fd, wait=wait, waiting=waiting))
         yield
     finally:
-        for fd in fds:
+        for fd in fds + held:
             os.close(fd)  # closing the last descriptor releases the flock

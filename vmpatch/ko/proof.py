@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmpatch.errors import InputError, MismatchError, SystemFailure, UsageError
 from vmpatch.fs.atomic import atomic_write, open_input
+from vmpatch.fs.lock import locked
 from vmpatch.ko.compression import (
     DEFAULT_MAX_DECOMPRESSED,
     ModuleContent,
@@ -413,6 +414,8 @@ def append_proof(
     kernel: str | os.PathLike[str] | ModuleHashesRoot | KernelModel | None = None,
     strip_check: Callable[[], None] | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> AppendResult:
     """Append the Merkle proof file ``proof`` to ``module`` (``cat proof >> module``, safely).
 
@@ -421,16 +424,19 @@ def append_proof(
     written; a rejection is a :class:`MismatchError` and leaves the module
     untouched. ``replace`` and ``stack`` say what to do with an existing
     trailer (see :func:`plan_append`). ``strip_check`` (e.g. a
-    :class:`StripCheck`) runs first of all.
+    :class:`StripCheck`) runs first of all. The module is locked
+    (:func:`vmpatch.fs.lock.locked`, ``wait``/``waiting``) from its read to
+    its rename, so two appends to one module never interleave.
     """
     if strip_check is not None:
         strip_check()
     parsed = read_proof_file(Path(proof))
     model = resolve_kernel(kernel)
-    planned = plan_append(
-        Path(module), parsed, replace=replace, stack=stack, root=model, max_size=max_size
-    )
-    write_planned(planned)
+    with locked([module], wait=wait, waiting=waiting, missing_ok=True):
+        planned = plan_append(
+            Path(module), parsed, replace=replace, stack=stack, root=model, max_size=max_size
+        )
+        write_planned(planned)
     return planned.result
 
 
@@ -453,6 +459,8 @@ def strip_proof(
     all_trailers: bool = False,
     output: str | os.PathLike[str] | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> StripProofResult:
     """Remove the last trailer (any type), leaving exactly the bytes the kernel hashes.
 
@@ -460,9 +468,20 @@ def strip_proof(
     PKCS#7 signature). Without ``output`` the module is rewritten in place
     (atomically, same codec) and left untouched when it has no trailer; with
     ``output`` the result is written there, compressed as the output's
-    suffix says.
+    suffix says. The module (and an existing ``output``) is locked from the
+    read to the rename, as :func:`append_proof` locks it.
     """
-    path = Path(module)
+    targets = [module] if output is None else [module, output]
+    with locked(targets, wait=wait, waiting=waiting, missing_ok=True):
+        return _strip_proof(Path(module), all_trailers, output, max_size)
+
+
+def _strip_proof(
+    path: Path,
+    all_trailers: bool,
+    output: str | os.PathLike[str] | None,
+    max_size: int,
+) -> StripProofResult:
     content = read_module(path, max_size=max_size)
     data = content.data
     removed: list[str] = []

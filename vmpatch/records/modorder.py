@@ -51,9 +51,10 @@ class OrderEntry:
 #: ending in ".o". Such a line is already normalised; anything else gets the
 #: detailed checks below (which name the problem) or is normalised there.
 _PLAIN_LINE = {
-    Layout.KBUILD: re.compile(r"(?:[^\s./][^\s/]*/)*[^\s./][^\s/]*\.o"),
+    # No NUL in a path component: no file has one (open() would raise ValueError).
+    Layout.KBUILD: re.compile(r"(?:[^\s./\0][^\s/\0]*/)*[^\s./\0][^\s/\0]*\.o"),
     # mainline scripts/Makefile.modinst: "kernel/" + the .o path with ".ko"
-    Layout.INSTALLED: re.compile(r"kernel/(?:[^\s./][^\s/]*/)*[^\s./][^\s/]*\.ko"),
+    Layout.INSTALLED: re.compile(r"kernel/(?:[^\s./\0][^\s/\0]*/)*[^\s./\0][^\s/\0]*\.ko"),
 }
 _ENDING = {Layout.KBUILD: ".o", Layout.INSTALLED: ".ko"}
 _EXAMPLE = {Layout.KBUILD: "path/to/mod.o", Layout.INSTALLED: "kernel/path/to/mod.ko"}
@@ -80,6 +81,8 @@ def _check_line(order_file: Path, line_no: int, raw: str, layout: Layout, detect
         raise bad("carriage return (CRLF line ends?)")
     if not raw:
         raise bad("empty line")
+    if "\0" in raw:  # no path holds one: open() would fail with ValueError, not an errno
+        raise bad(f"NUL byte in {raw!r}")
     if raw != raw.strip() or any(c.isspace() for c in raw):
         raise bad(f"whitespace in {raw!r}")
     if raw.startswith("/"):

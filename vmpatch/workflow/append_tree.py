@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from vmpatch.errors import InputError, MismatchError
+from vmpatch.fs.lock import locked
 from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
 from vmpatch.ko.proof import (
     AppendResult,
@@ -67,6 +68,8 @@ def append_tree(
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
     workers: int | None = None,
     progress: Progress | None = None,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> list[AppendResult]:
     """Append every module's ``<stem>.merkle`` in one process, in modules.order order.
 
@@ -89,7 +92,44 @@ def append_tree(
     nearly all the time of a ``.ko.xz`` tree (issue 12: 5 min 47 s on one
     core over Debian's 4230 modules). ``progress`` is the workflow's
     progress context (:data:`vmpatch.workflow.tree.Progress`).
+
+    The build tree and ``dest`` are locked (:func:`vmpatch.fs.lock.locked`)
+    for the whole run, and each module from its last read to its rename, so
+    neither another tree-wide command nor a per-module hook interleaves.
     """
+    trees = [build_dir] if dest is None else [build_dir, dest]
+    with locked(trees, wait=wait, waiting=waiting, missing_ok=True):
+        return _append_tree(
+            build_dir,
+            dest=dest,
+            suffix=suffix,
+            replace=replace,
+            stack=stack,
+            kernel=kernel,
+            strip_check=strip_check,
+            max_size=max_size,
+            workers=workers,
+            progress=progress,
+            wait=wait,
+            waiting=waiting,
+        )
+
+
+def _append_tree(
+    build_dir: str | os.PathLike[str],
+    *,
+    dest: str | os.PathLike[str] | None,
+    suffix: str | None,
+    replace: bool,
+    stack: bool,
+    kernel: str | os.PathLike[str] | ModuleHashesRoot | None,
+    strip_check: Callable[[], None] | None,
+    max_size: int,
+    workers: int | None,
+    progress: Progress | None,
+    wait: bool,
+    waiting: Callable[[str], None] | None,
+) -> list[AppendResult]:
     from vmpatch.workflow.tree import no_progress, plan_tree
 
     if strip_check is not None:
@@ -119,10 +159,11 @@ def append_tree(
             raise _changed_after_hashing(err, kernel, dest or build_dir) from None
 
     def write(job: tuple[Path, Proof]) -> AppendResult:
-        ready = plan_append(
-            job[0], job[1], replace=replace, stack=stack, root=root, max_size=max_size
-        )
-        write_planned(ready)
+        with locked([job[0]], wait=wait, waiting=waiting, missing_ok=True):
+            ready = plan_append(
+                job[0], job[1], replace=replace, stack=stack, root=root, max_size=max_size
+            )
+            write_planned(ready)
         return ready.result
 
     show = progress or no_progress

@@ -12,7 +12,7 @@ is written, so a bad second file leaves the first untouched too.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -302,14 +302,45 @@ def run_patch(
     proofs: bool = True,
     workers: int | None = None,
     progress: Progress | None = None,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> PatchReport:
     """``vmpatch patch``: the root from ``source`` or the tree of ``from_tree``, into each image.
 
     Plan then apply: with ``from_tree`` the tree is hashed first (nothing
     written), then every image is located and validated, and only then are
     the proofs written and the images patched, so a bad image leaves both
-    the build tree and the other images as they were.
+    the build tree and the other images as they were. Every image, every
+    existing output and the ``from_tree`` directory are locked
+    (:func:`vmpatch.fs.lock.locked`) for the whole run.
     """
+    from vmpatch.fs.lock import locked
+
+    lock = [*images, *(outputs or ()), *([from_tree] if from_tree is not None else [])]
+    with locked(lock, wait=wait, waiting=waiting, missing_ok=True):
+        return _run_patch(
+            images,
+            source,
+            from_tree=from_tree,
+            outputs=outputs,
+            suffix=suffix,
+            proofs=proofs,
+            workers=workers,
+            progress=progress,
+        )
+
+
+def _run_patch(
+    images: Sequence[str | os.PathLike[str]],
+    source: RootSource | None,
+    *,
+    from_tree: str | os.PathLike[str] | None,
+    outputs: Sequence[str | os.PathLike[str]] | None,
+    suffix: str | None,
+    proofs: bool,
+    workers: int | None,
+    progress: Progress | None,
+) -> PatchReport:
     from vmpatch.workflow.tree import (
         build_tree,
         no_progress,

@@ -129,8 +129,26 @@ def make_stripped(
     program: str,
     *,
     echo: Callable[[str], None] | None = None,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> list[StrippedModule]:
-    """Make ``%.ko.stripped`` beside each ``%.ko`` with kbuild's strip command."""
+    """Make ``%.ko.stripped`` beside each ``%.ko`` with kbuild's strip command.
+
+    Each ``%.ko`` is locked (:func:`vmpatch.fs.lock.locked`) while its
+    stripped copy is made, so two strips of one module never interleave.
+    """
+    from vmpatch.fs.lock import locked
+
+    with locked(list(modules), wait=wait, waiting=waiting, missing_ok=True):
+        return _make_stripped(modules, install_mod_strip, program, echo)
+
+
+def _make_stripped(
+    modules: Sequence[str | os.PathLike[str]],
+    install_mod_strip: str | None,
+    program: str,
+    echo: Callable[[str], None] | None,
+) -> list[StrippedModule]:
     from vmpatch.ko.strip import strip_modules, strip_options
 
     pairs = []
@@ -149,19 +167,32 @@ def make_stripped_tree(
     program: str,
     *,
     echo: Callable[[str], None] | None = None,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> tuple[list[StrippedModule], Path | None]:
     """Strip every module of modules.order; return them and the record written, if any.
 
     When the tree carries kbuild's own record (CONFIG_MODULE_INSTALL_STRIP)
     it must agree with ``install_mod_strip``; otherwise vmpatch writes its
     record ``vmpatch-strip.json`` (value, program, version) so a later append
-    can check consistency.
+    can check consistency. The build directory is locked for the whole run.
     """
+    from vmpatch.fs.lock import locked
+
+    with locked([build_dir], wait=wait, waiting=waiting, missing_ok=True):
+        return _make_stripped_tree(Path(build_dir), install_mod_strip, program, echo)
+
+
+def _make_stripped_tree(
+    build_dir: Path,
+    install_mod_strip: str | None,
+    program: str,
+    echo: Callable[[str], None] | None,
+) -> tuple[list[StrippedModule], Path | None]:
     from vmpatch.ko.strip import probe_program
     from vmpatch.records.striprecord import auto_conf_install_strip, write_record
     from vmpatch.workflow.tree import plan_tree
 
-    build_dir = Path(build_dir)
     kbuild_value = auto_conf_install_strip(build_dir, missing_ok=True)
     if kbuild_value is not None and kbuild_value != (install_mod_strip or ""):
         raise MismatchError(
@@ -171,6 +202,6 @@ def make_stripped_tree(
         )
     plan = plan_tree(build_dir, suffix=".ko", refuse_trailers=False)
     record = probe_program(install_mod_strip or None, program) if kbuild_value is None else None
-    made = make_stripped([m.module for m in plan.modules], install_mod_strip, program, echo=echo)
+    made = _make_stripped([m.module for m in plan.modules], install_mod_strip, program, echo=echo)
     written = write_record(build_dir, record) if record is not None else None
     return made, written

@@ -364,14 +364,48 @@ def run_tree(
     byteorder: ByteOrder | None = None,
     workers: int | None = None,
     progress: Progress = no_progress,
+    wait: bool = True,
+    waiting: Callable[[str], None] | None = None,
 ) -> TreeResult:
     """``vmpatch tree``: plan, hash, then write proofs, the root file and the C file.
 
     Everything that can be refused is refused before the first write: the
     output targets, modules.order and every module, and the byte order of
     ``root_out`` (asked of ``kernel``, ``BUILD_DIR/vmlinux`` or ``byteorder``,
-    never the host's).
+    never the host's). The build directory is locked
+    (:func:`vmpatch.fs.lock.locked`) for the whole run, so two runs on one
+    tree never interleave their proofs.
     """
+    from vmpatch.fs.lock import locked
+
+    with locked([build_dir], wait=wait, waiting=waiting, missing_ok=True):
+        return _run_tree(
+            build_dir,
+            order_file=order_file,
+            suffix=suffix,
+            proofs=proofs,
+            root_out=root_out,
+            c_out=c_out,
+            kernel=kernel,
+            byteorder=byteorder,
+            workers=workers,
+            progress=progress,
+        )
+
+
+def _run_tree(
+    build_dir: str | os.PathLike[str],
+    *,
+    order_file: str | os.PathLike[str] | None,
+    suffix: str | None,
+    proofs: bool,
+    root_out: str | os.PathLike[str] | None,
+    c_out: str | os.PathLike[str] | None,
+    kernel: str | os.PathLike[str] | None,
+    byteorder: ByteOrder | None,
+    workers: int | None,
+    progress: Progress,
+) -> TreeResult:
     from vmpatch.fs.atomic import check_target
 
     targets = [Path(t) for t in (root_out, c_out) if t is not None]

@@ -23,9 +23,10 @@ from vmpatch.cli.options import (
     DEFAULT_MAX_DECOMPRESSED,
     JsonOption,
     MaxDecompressedOption,
+    NoWaitOption,
     WorkersOption,
 )
-from vmpatch.cli.output import emit_json, show
+from vmpatch.cli.output import emit_json, show, warn
 from vmpatch.errors import UsageError
 
 __all__ = ["ko_app"]
@@ -125,6 +126,7 @@ def append(
         str | None, typer.Option(help="$(STRIP) now, compared with vmpatch's strip record.")
     ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Append PROOF to MODULE, like kbuild's `cat PROOF >> MODULE`, but safely."""
@@ -139,6 +141,8 @@ def append(
         kernel=kernel,
         strip_check=check,
         max_size=max_decompressed,
+        wait=not no_wait,
+        waiting=warn,
     )
     if json_:
         emit_json("ko append", ModuleResults((result,)))
@@ -182,6 +186,7 @@ def append_tree(
     install_mod_strip: InstallModStripNowOption = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
     workers: WorkersOption = None,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Append every module's .merkle in one process; nothing is written unless all pass."""
@@ -201,6 +206,8 @@ def append_tree(
         max_size=max_decompressed,
         workers=workers,
         progress=progress_bar,
+        wait=not no_wait,
+        waiting=warn,
     )
     if json_:
         emit_json("ko append-tree", ModuleResults(tuple(results)))
@@ -226,6 +233,7 @@ def strip_proof(
         ),
     ] = None,
     max_decompressed: MaxDecompressedOption = DEFAULT_MAX_DECOMPRESSED,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Remove the last trailer (proof or signature), leaving the bytes the kernel hashes."""
@@ -233,7 +241,17 @@ def strip_proof(
 
     if output is not None and len(modules) != 1:
         raise UsageError(None, "--output takes exactly one MODULE")
-    results = [run(m, all_trailers=all_, output=output, max_size=max_decompressed) for m in modules]
+    results = [
+        run(
+            m,
+            all_trailers=all_,
+            output=output,
+            max_size=max_decompressed,
+            wait=not no_wait,
+            waiting=warn,
+        )
+        for m in modules
+    ]
     if json_:
         emit_json("ko strip-proof", ModuleResults(tuple(results)))
         return
@@ -271,6 +289,7 @@ def strip(
         Path | None,
         typer.Option(readable=False, help="Strip every module of this build tree's modules.order."),
     ] = None,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Make %.ko.stripped beside each %.ko exactly as kbuild does (commands echoed on stderr)."""
@@ -282,9 +301,13 @@ def strip(
     if tree is not None:
         if modules:
             raise UsageError(None, "give MODULE... or --tree, not both")
-        made, record = make_stripped_tree(tree, install_mod_strip, program, echo=_echo)
+        made, record = make_stripped_tree(
+            tree, install_mod_strip, program, echo=_echo, wait=not no_wait, waiting=warn
+        )
     elif modules:
-        made = make_stripped(modules, install_mod_strip, program, echo=_echo)
+        made = make_stripped(
+            modules, install_mod_strip, program, echo=_echo, wait=not no_wait, waiting=warn
+        )
     else:
         raise UsageError(None, "give MODULE... or --tree BUILD_DIR")
     if json_:

@@ -13,6 +13,7 @@ from vmpatch.cli.options import (
     DEFAULT_MAX_DECOMPRESSED,
     JsonOption,
     MaxDecompressedOption,
+    NoWaitOption,
     WorkersOption,
 )
 from vmpatch.cli.output import emit_json, file_errors, plain, show, warn
@@ -52,6 +53,7 @@ def tree(
     ] = None,
     no_proofs: Annotated[bool, typer.Option("--no-proofs", help="Write no .merkle files.")] = False,
     workers: WorkersOption = None,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> int:
     """Hash every module of modules.order, build the tree, write the proofs and the root."""
@@ -72,6 +74,8 @@ def tree(
         byteorder=order_arg,
         workers=workers,
         progress=progress_bar,
+        wait=not no_wait,
+        waiting=warn,
     )
     if json_:
         emit_json("tree", result)

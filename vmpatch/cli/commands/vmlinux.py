@@ -13,6 +13,7 @@ from vmpatch.cli.options import (
     DEFAULT_MAX_DECOMPRESSED,
     JsonOption,
     MaxDecompressedOption,
+    NoWaitOption,
     WorkersOption,
 )
 from vmpatch.cli.output import emit_json, file_errors, plain, warn
@@ -195,6 +196,7 @@ def patch(
             "--force", help="Write a root no tree of the generator has (levels 0, non-zero hash)."
         ),
     ] = False,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> int:
     """Write a new root into .module_hashes, in place or into --output copies."""
@@ -213,6 +215,8 @@ def patch(
         proofs=not no_proofs,
         workers=workers,
         progress=progress_bar,
+        wait=not no_wait,
+        waiting=warn,
     )
     if json_:
         emit_json("patch", report)
