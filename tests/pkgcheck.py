@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import subprocess
 from pathlib import Path
 
+from clirun import tool
 from conftest import require_tool
 
 MARKER = b"~Module signature appended~\n"
@@ -28,7 +28,7 @@ def kernel_visible(path: Path) -> bytes:
     for suffix, argv in DECOMPRESS.items():
         if path.name.endswith(".ko" + suffix):
             require_tool(argv[0])
-            return subprocess.run([*argv, str(path)], check=True, capture_output=True).stdout
+            return bytes(tool(*argv, path).stdout)
     return path.read_bytes()
 
 
@@ -36,11 +36,7 @@ def section_root(vmlinux: Path, tmp: Path) -> tuple[int, bytes]:
     """``levels`` and ``hash`` of x86_64 vmlinux's ``.module_hashes`` (little-endian u32)."""
     require_tool("objcopy", "binutils")
     out = tmp / f"{vmlinux.name}.module_hashes.bin"
-    subprocess.run(
-        ["objcopy", "--dump-section", f".module_hashes={out}", str(vmlinux), str(tmp / "scratch")],
-        check=True,
-        capture_output=True,
-    )
+    tool("objcopy", "--dump-section", f".module_hashes={out}", vmlinux, tmp / "scratch")
     raw = out.read_bytes()
     assert len(raw) == 36, f"{vmlinux}: .module_hashes is {len(raw)} bytes"
     return struct.unpack("<I", raw[:4])[0], raw[4:]

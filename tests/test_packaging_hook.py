@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from clirun import ROOT, vmpatch
+from clirun import ROOT, Run, tool, vmpatch
 from conftest import TESTDATA, require_tool
 from pkgcheck import kernel_visible, problems
 
@@ -41,7 +40,7 @@ def bin_dir(tmp: Path) -> Path:
 
 
 def make_env(tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{bin_dir(tmp)}:{os.environ['PATH']}"}
+    env = {"PATH": f"{bin_dir(tmp)}:{os.environ['PATH']}"}
     env["STRIP"] = "/nonexistent/strip-from-the-environment"  # kbuild ignores it; so must we
     return env
 
@@ -56,22 +55,17 @@ def build(tmp_path: Path) -> Path:
     return tree
 
 
-def install(
-    build: Path, stage: Path, *args: str, jobs: int = 1, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def install(build: Path, stage: Path, *args: str, jobs: int = 1, check: bool = True) -> Run:
     require_tool("make")
-    proc = subprocess.run(
-        [
-            "make",
-            f"-j{jobs}",
-            "-f",
-            str(MAKEFILE),
-            f"objtree={build}",
-            f"KVER={KVER}",
-            f"INSTALL_MOD_PATH={stage}",
-            *args,
-        ],
-        capture_output=True,
+    proc = tool(
+        "make",
+        f"-j{jobs}",
+        "-f",
+        MAKEFILE,
+        f"objtree={build}",
+        f"KVER={KVER}",
+        f"INSTALL_MOD_PATH={stage}",
+        *args,
         text=True,
         env=make_env(stage.parent),
         check=False,
@@ -95,8 +89,8 @@ def assert_loads(modules: Path, vmlinux: Path, tmp: Path) -> None:
 def test_per_module_hook_under_make_j16_equals_j1(
     build: Path, tmp_path: Path, compress: str
 ) -> None:
-    for tool in {"gzip": "gzip", "xz": "xz", "zstd": "zstd"}.get(compress, "").split():
-        require_tool(tool)
+    for program in {"gzip": "gzip", "xz": "xz", "zstd": "zstd"}.get(compress, "").split():
+        require_tool(program)
     serial, parallel = tmp_path / "j1", tmp_path / "j16"
     install(build, serial, f"MODULE_COMPRESS={compress}", jobs=1)
     proc = install(build, parallel, f"MODULE_COMPRESS={compress}", jobs=16)
@@ -131,7 +125,7 @@ def test_post_install_hook_appends_verifies_and_leaves_proved_modules(
         "ko", "append-tree", build, "--dest", modules, "--kernel", build / "vmlinux", "--json"
     )
     assert run.returncode == 0, run.stderr
-    assert {m["action"] for m in run.json()} == {"unchanged"}
+    assert {m["action"] for m in run.json()["modules"]} == {"unchanged"}
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in modules.rglob("*.ko.xz")} == before
 
 
@@ -220,7 +214,7 @@ def test_append_tree_refuses_changed_bytes_with_a_reroot_hint_and_writes_nothing
     install(build, stage, "VMPATCH_HOOK=none")
     modules = stage / "lib" / "modules" / KVER
     last = sorted((modules / "kernel").rglob("*.ko"))[-1]
-    subprocess.run(["strip", "--strip-debug", str(last)], check=True)  # changed after hashing
+    tool("strip", "--strip-debug", last)  # changed after hashing
     before = contents(stage)
     with pytest.raises(MismatchError) as caught:
         append_tree(build, dest=modules, kernel=build / "vmlinux")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clirun import ROOT, vmpatch
+from clirun import ROOT, execute, tool, vmpatch
 from conftest import TESTDATA, require, require_tool
 from pkgcheck import order_files, problems
 
@@ -64,7 +63,7 @@ def check_package(unpacked: Path, modules: Path, tmp: Path, *, good: bool) -> No
 
 
 def env_with(bin_dir: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
 
 
 @pytest.mark.parametrize("wrong", [False, True], ids=["recipe", "wrong-order"])
@@ -80,7 +79,7 @@ def test_debian_recipe(tmp_path: Path, wrong: bool) -> None:
     wrapper(bin_dir, sys.executable, ROOT)
     args = ["dpkg-buildpackage", "-b", "-us", "-uc", "-d"]
     env = env_with(bin_dir, WRONG_ORDER="1" if wrong else "")
-    proc = subprocess.run(args, cwd=src, env=env, capture_output=True, text=True, check=False)
+    proc = tool(*args, cwd=src, env=env, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # The re-root ran after dh_strip, before dh_md5sums (the recipe's claim).
     log = proc.stdout
@@ -88,7 +87,7 @@ def test_debian_recipe(tmp_path: Path, wrong: bool) -> None:
         assert log.index("dh_strip\n") < log.index("reroot --kernel") < log.index("dh_md5sums")
     (deb,) = tmp_path.glob("linux-image-vmpatch_*.deb")
     unpacked = tmp_path / "x"
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    tool("dpkg-deb", "-x", deb, unpacked)
     check_package(unpacked, unpacked / "lib" / "modules" / KVER, tmp_path, good=not wrong)
 
 
@@ -113,12 +112,7 @@ def test_rpm_recipe(tmp_path: Path, wrong: bool) -> None:
     ]
     if wrong:
         args += ["--define", "wrong_order 1"]
-    proc = subprocess.run(
-        [*args, str(PACKAGING / "rpm" / "kernel-vmpatch.spec")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = tool(*args, PACKAGING / "rpm" / "kernel-vmpatch.spec", text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trace = proc.stderr
     assert "brp-strip " in trace
@@ -127,19 +121,19 @@ def test_rpm_recipe(tmp_path: Path, wrong: bool) -> None:
     (rpm,) = (tmp_path / "top" / "RPMS").rglob("*.rpm")
     unpacked = tmp_path / "x"
     unpacked.mkdir()
-    payload = subprocess.run(["rpm2cpio", str(rpm)], check=True, capture_output=True).stdout
-    subprocess.run(["cpio", "-idm", "--quiet"], cwd=unpacked, input=payload, check=True)
+    payload = tool("rpm2cpio", rpm).stdout
+    tool("cpio", "-idm", "--quiet", cwd=unpacked, input=payload)
     check_package(unpacked, unpacked / "lib" / "modules" / KVER, tmp_path, good=not wrong)
 
 
 @dataclass(frozen=True)
 class Builder:
-    """Who runs makepkg: a Python and vmpatch they can read, and the command prefix."""
+    """Who runs makepkg: a Python and vmpatch they can read, and whether as ``nobody``."""
 
     top: Path  # a directory the builder can write
     python: str
     vmpatch_root: Path
-    prefix: tuple[str, ...]
+    unprivileged: bool  # clirun's unprivileged=True: setpriv to nobody
     owner: str | None  # chown the work directory to this user
 
 
@@ -155,7 +149,7 @@ def makepkg_builder() -> Iterator[Builder]:
     top = Path(tempfile.mkdtemp(prefix="vmpatch-makepkg-"))
     try:
         if os.geteuid() != 0:
-            yield Builder(top, sys.executable, ROOT, (), None)
+            yield Builder(top, sys.executable, ROOT, False, None)
             return
         require_tool("setpriv", "util-linux")
         system = shutil.which("python3", path="/usr/bin:/bin")
@@ -163,16 +157,11 @@ def makepkg_builder() -> Iterator[Builder]:
         assert system is not None
         top.chmod(0o755)
         venv = top / "venv"
-        subprocess.run([system, "-m", "venv", str(venv)], check=True)
+        tool(system, "-m", "venv", venv)
         deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *deps],
-            check=True,
-            capture_output=True,
-        )
+        tool(venv / "bin" / "python", "-m", "pip", "install", "-q", *deps)
         shutil.copytree(ROOT / "vmpatch", top / "lib" / "vmpatch")
-        prefix = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
-        yield Builder(top, str(venv / "bin" / "python"), top / "lib", prefix, "nobody:nogroup")
+        yield Builder(top, str(venv / "bin" / "python"), top / "lib", True, "nobody:nogroup")
     finally:
         shutil.rmtree(top)
 
@@ -186,29 +175,23 @@ def test_arch_recipe(makepkg_builder: Builder, tmp_path: Path, wrong: bool) -> N
     work = Path(tempfile.mkdtemp(prefix="vmpatch-pkgbuild-", dir=builder.top))
     src = source_tree(work / "src")
     shutil.copy(PACKAGING / "arch" / "PKGBUILD", src / "PKGBUILD")
-    tool = wrapper(work, builder.python, builder.vmpatch_root)
+    script = wrapper(work, builder.python, builder.vmpatch_root)
     if builder.owner is not None:
-        subprocess.run(["chown", "-R", builder.owner, str(work)], check=True)
+        tool("chown", "-R", builder.owner, work)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(work),
         "LC_ALL": "C",
         "PACMAN": "true",  # --nodeps: no pacman database is consulted
-        "VMPATCH": str(tool),
+        "VMPATCH": str(script),
         "WRONG_ORDER": "1" if wrong else "",
     }
-    proc = subprocess.run(
-        [*builder.prefix, "makepkg", "--nodeps"],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    # The whole environment is stated here (execute: no caller's variables merged in).
+    proc = execute(["makepkg", "--nodeps"], env=env, cwd=src, unprivileged=builder.unprivileged)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ("Stripping unneeded symbols" in proc.stdout) == wrong
     (package,) = src.glob("linux-vmpatch-*.pkg.tar*")
     unpacked = tmp_path / "x"
     unpacked.mkdir()
-    subprocess.run(["bsdtar", "-xf", str(package), "-C", str(unpacked)], check=True)
+    tool("bsdtar", "-xf", package, "-C", unpacked)
     check_package(unpacked, unpacked / "usr" / "lib" / "modules" / KVER, tmp_path, good=not wrong)
