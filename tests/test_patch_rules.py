@@ -162,6 +162,10 @@ def test_every_workers_option_refuses_zero_and_negatives(tmp_path: Path) -> None
                 args += ["--from-tree", str(KBUILD), "--no-proofs", str(image)]
             elif command == ["reroot"]:
                 args += ["--dry-run", str(KBUILD)]
+            elif command in (["ko", "append-tree"], ["verify"]):
+                args += [str(KBUILD)] if command[0] == "ko" else ["--modules", str(KBUILD)]
+            elif command == ["diff"]:
+                args += [str(KBUILD), str(KBUILD)]
             else:
                 args += ["--no-proofs", str(KBUILD)]
             done = vmpatch(*args)

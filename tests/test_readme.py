@@ -172,8 +172,9 @@ def run_quick_start(block: Block, tmp_path: Path) -> None:
     modules' bytes decompressed by the real tools (test_reroot's reference).
     The last line is the test suite itself: only checked to name real files.
     """
-    from test_reroot import kernel_visible, order_files, trailers
-    from test_reroot import reference_root as reroot_reference
+    from formatref import peel_trailers as trailers
+    from formatref import reference_root_of as reroot_reference
+    from test_reroot import kernel_visible, order_files
 
     lines = block.text.splitlines()
     assert len(lines) == 5, "the Quick start has three lines and the suite; teach this test"
@@ -197,7 +198,12 @@ def run_quick_start(block: Block, tmp_path: Path) -> None:
         for p in [source / "testdata/kbuild-x86_64/vmlinux", *installed.rglob("*")]
         if p.is_file()
     }
-    bases = [trailers(kernel_visible(p))[0] for p in order_files(installed)]
+
+    def positioned(tree: Path) -> list[Path]:  # modules.order's, then the one --extra module
+        return [*order_files(tree), tree / "updates" / "toy_extra.ko.xz"]
+
+    assert "--extra updates" in job
+    bases = [trailers(kernel_visible(p))[0] for p in positioned(installed)]
     stdout = _ok(
         _bash(
             job.replace("/tmp/", f"{sandbox}/"),
@@ -217,13 +223,14 @@ def run_quick_start(block: Block, tmp_path: Path) -> None:
         )
     )["files"]
     assert (kernel["levels"], kernel["root"]) == (levels, root.hex())
-    for position, module in enumerate(order_files(result)):
+    for position, module in enumerate(positioned(result)):
         data = kernel_visible(module)
         base, kinds = trailers(data)
         assert kinds == [3] and base == bases[position], module
         assert struct.unpack(">I", data[len(base) : len(base) + 4])[0] == position
     assert root.hex() in stdout, stdout  # reroot shows the root
     assert re.search(r"5 modules: 5 accepted, 0 rejected", stdout), stdout  # verify judged them
+    assert "toy_extra.ko.xz" in stdout, stdout  # the --extra module, judged apart
 
 
 def run_reroot_recipe(block: Block, tmp_path: Path) -> None:

@@ -57,6 +57,17 @@ def snapshot(top: Path) -> dict[str, tuple[int, int, int, str]]:
     return out
 
 
+def assert_tree_verifies(kernel: Path, tree: Path) -> None:
+    """Every module of modules.order loads; the one out-of-tree module (never given a
+    position: no --extra) is listed apart as unlisted, and refused, so verify exits 1."""
+    run = vmpatch("verify", "--kernel", kernel, "--modules", tree, "--json")
+    doc = run.json()
+    assert doc["counts"]["reject"] == 0 and doc["counts"]["accept"] == 5, doc["counts"]
+    assert [m["path"].rsplit("/", 1)[-1] for m in doc["unlisted"]] == ["toy_extra.ko.xz"]
+    assert doc["unlisted"][0]["verdict"] == "REJECT"
+    assert run.returncode == 1, run.stderr
+
+
 @pytest.fixture
 def staged(tmp_path: Path) -> tuple[Path, Path]:
     """A writable copy of the install tree and of the kernel it belongs to."""
@@ -96,8 +107,7 @@ def test_install_tree_is_re_rooted_exactly(staged: tuple[Path, Path]) -> None:
         "toy_extra.ko.xz": "not in tree",
     }
     assert all(m["verdict"] == "ACCEPT" for m in doc["modules"] if m["position"] is not None)
-    verify = vmpatch("verify", "--kernel", kernel, "--modules", tree, "--json")
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert_tree_verifies(kernel, tree)
 
 
 def test_codecs_and_kbuild_compression_parameters_are_kept(staged: tuple[Path, Path]) -> None:
@@ -142,7 +152,7 @@ def test_output_leaves_the_tree_and_kernel_untouched(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert snapshot(INSTALLED) == before
     assert hashlib.sha256((KBUILD / "vmlinux").read_bytes()).hexdigest() == kernel_digest
-    assert vmpatch("verify", "--kernel", out / "vmlinux", "--modules", out).returncode == 0
+    assert_tree_verifies(out / "vmlinux", out)
     assert (out / "modules.leaves").is_file()
 
 
@@ -170,7 +180,7 @@ def test_keep_signatures_hashes_them_in_place(staged: tuple[Path, Path]) -> None
     assert run.json()["root"] == root.hex()
     signed = [p for p in order_files(tree) if peel_trailers(kernel_visible(p))[1] == [3, 2]]
     assert len(signed) == 3
-    assert vmpatch("verify", "--kernel", kernel, "--modules", tree).returncode == 0
+    assert_tree_verifies(kernel, tree)
 
 
 def test_extra_modules_take_the_positions_after_the_tree(staged: tuple[Path, Path]) -> None:

@@ -319,7 +319,7 @@ def test_summary_line_and_quiet_without_a_tty(tmp_path: Path) -> None:
 def test_manifest_digests_are_the_trailer_free_bytes(tmp_path: Path) -> None:
     tree, kernel = _package(tmp_path)
     assert vmpatch("reroot", "--kernel", kernel, tree).returncode == 0
-    from test_reroot import trailers
+    from formatref import peel_trailers as trailers
 
     lines = (tree / "modules.leaves").read_text().splitlines()[2:]
     for line in lines:
