@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from clirun import pipe_hook, pipe_vmpatch, tool, vmpatch
+from clirun import Process, pipe_hook, pipe_vmpatch, tool, vmpatch
 from conftest import TESTDATA, require, require_tool
 
 from vmpatch.fs.atomic import TEMP_MARK
@@ -56,7 +55,7 @@ def blocked_on_flock(pid: int) -> bool:
     return False
 
 
-def wait_until_blocked(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_until_blocked(proc: Process[bytes], timeout: float = 60) -> None:
     start = time.monotonic()
     while not blocked_on_flock(proc.pid):
         assert proc.poll() is None, f"finished without waiting: {proc.communicate()}"
@@ -147,7 +146,7 @@ CASES: dict[str, Case] = {
 }
 
 
-def start(args: list[str]) -> subprocess.Popen[bytes]:
+def start(args: list[str]) -> Process[bytes]:
     if args[0] == "HOOK":
         return pipe_hook(*args[1:])
     return pipe_vmpatch(*args)
