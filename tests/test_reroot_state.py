@@ -170,7 +170,9 @@ def test_a_run_killed_between_its_first_and_last_write_is_part_way(tmp_path: Pat
         accepted = verify.json()["counts"]["accept"]
         assert state.endswith("(part-way: run vmpatch reroot again to finish)"), state
         assert f"(the kernel's); {accepted} of 400 modules carry proofs" in state, state
-        assert 0 < accepted < 400, accepted  # some renamed, some not
+        # Part-way: the kernel is new and not every module is. The kill may land
+        # before the first rename (all 400 still old) or among the renames.
+        assert accepted < 400, accepted
         finish = vmpatch("reroot", "--kernel", kernel, work / tree_rel)
         assert finish.returncode == 0, finish.stderr
         assert _contents(work) == new
