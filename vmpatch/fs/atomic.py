@@ -37,6 +37,7 @@ __all__ = [
     "fsync_dir",
     "open_input",
     "remove_stale_temporaries",
+    "write_all",
 ]
 
 TEMP_MARK = ".vmpatch-tmp"
@@ -49,6 +50,13 @@ _KINDS = {
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
 }
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def open_input(path: str | os.PathLike[str]) -> BinaryIO:
@@ -228,9 +236,7 @@ def atomic_write(
     with _temporary_beside(target) as temp:
         fd = temp.fd
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             if ref_stat is not None:
                 copy_metadata(ref_stat, reference, fd)
             else:
@@ -329,9 +335,7 @@ class StagedWrite:
         self._temp = _Temporary(self.target)
         try:
             fd = self._temp.fd
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             copy_metadata(ref_stat, reference, fd, drop_xattrs=drop_xattrs)
             if mtime_ns is not None:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
@@ -506,9 +510,7 @@ def _write_temporary(
         raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
     staged.append((temp, target))
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         if ref_stat is not None:
             copy_metadata(ref_stat, target, fd)
         else:
