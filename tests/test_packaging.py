@@ -54,10 +54,12 @@ def test_man_finds_the_page_in_a_venv(wheel: Path, tmp_path: Path) -> None:
     man = require_tool("man", "man-db")
     venv = tmp_path / "venv"
     python("-m", "venv", "--without-pip", venv, check=True)
+    # Not this checkout on PYTHONPATH: its editable install's vmpatch.egg-info would make
+    # pip answer "already installed" and put nothing in the venv.
     python(
         "-m", "pip", "--python", venv / "bin" / "python",
         "install", "-q", "--no-deps", "--no-index", wheel,
-        check=True, timeout=300,
+        env={"PYTHONPATH": None}, check=True, timeout=300,
     )  # fmt: skip
     installed = venv / "share" / "man" / "man1" / "vmpatch.1"
     assert installed.read_bytes() == MANPAGE.read_bytes()
