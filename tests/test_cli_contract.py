@@ -551,3 +551,40 @@ def test_decompression_limit_applies_to_append_and_the_hook(tmp_path: Path) -> N
         assert run.returncode == 2, run.stderr
         assert "1000" in run.stderr and "Traceback" not in run.stderr
         assert packed.read_bytes() == before
+
+
+# --- lazy command registration ----------------------------------------------------
+
+_REGISTERED = (
+    "import sys; from vmpatch.cli.app import _register_commands, app; "
+    "_register_commands(sys.argv[1:]); "
+    "print(' '.join([c.name or c.callback.__name__ for c in app.registered_commands] "
+    "+ [g.name for g in app.registered_groups]))"
+)
+
+
+def test_command_table_names_every_command() -> None:
+    """``COMMAND_MODULES`` is what lets one command load alone; it must name them all.
+
+    The evidence is click's own command list with everything registered: a new
+    command missing from the table would still run, but a name in the table
+    that no module defines, or the reverse, fails here.
+    """
+    from vmpatch.cli.commands import COMMAND_MODULES
+
+    top = {path[0] for path in _command_paths() if len(path) == 1}
+    assert top == set(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize("name", ["patch", "verify", "reroot", "diff", "ko"])
+def test_running_a_command_registers_only_its_module(name: str) -> None:
+    """``vmpatch NAME`` builds only NAME's module's commands (the start-up cost, issue 12)."""
+    from vmpatch.cli.commands import COMMAND_MODULES
+
+    alone = python("-c", _REGISTERED, "--debug", name, "--help", check=True)
+    siblings = {
+        other for other, module in COMMAND_MODULES.items() if module == COMMAND_MODULES[name]
+    }
+    assert set(alone.stdout.split()) == siblings
+    everything = python("-c", _REGISTERED, "--help", check=True)
+    assert everything.stdout.split() == list(COMMAND_MODULES)  # the --help order

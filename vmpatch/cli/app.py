@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
@@ -109,9 +110,11 @@ def _global(
     _state["debug"] = debug
 
 
-def _register_commands() -> None:
-    # Imported for their @app.command side effect; each module is one concern.
-    from vmpatch.cli import commands  # noqa: F401
+def _register_commands(args: Sequence[str] = ()) -> None:
+    """Register the command ``args`` run, or all of them (see vmpatch.cli.commands)."""
+    from vmpatch.cli.commands import register
+
+    register(args)
 
 
 def _click_exceptions() -> ModuleType:
@@ -137,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     click = _click_exceptions()
     terminate_on_sigterm()
-    _register_commands()
     args = sys.argv[1:] if argv is None else argv
+    _register_commands(args)
     _state["debug"] = "--debug" in args
     try:
         result = app(args=args, prog_name="vmpatch", standalone_mode=False)

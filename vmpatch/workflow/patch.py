@@ -341,18 +341,14 @@ def _run_patch(
     workers: int | None,
     progress: Progress | None,
 ) -> PatchReport:
-    from vmpatch.workflow.tree import (
-        build_tree,
-        no_progress,
-        plan_tree,
-        tree_result,
-        write_proofs,
-    )
-
     if (source is None) == (from_tree is None):
         raise UsageError(None, "give the root: --root-file, --root with --levels, or --from-tree")
     plan = merkle = None
     if from_tree is not None:
+        # Only here: a plain in-place patch is start-up bound (issue 12), and the
+        # tree workflow's import (hashlib, threads, the compressed readers) is 20 ms of it.
+        from vmpatch.workflow.tree import build_tree, no_progress, plan_tree
+
         plan = plan_tree(from_tree, suffix=suffix)
         with (progress or no_progress)("hashing modules", len(plan.modules)) as done:
             merkle = build_tree(plan, workers=workers, progress=done)
@@ -361,6 +357,8 @@ def _run_patch(
     plans = plan_patches(images, source, outputs=outputs)  # validates every image first
     tree = None
     if plan is not None and merkle is not None:
+        from vmpatch.workflow.tree import tree_result, write_proofs
+
         if proofs:
             write_proofs(plan, merkle)
         tree = tree_result(plan, merkle, proofs=proofs)
