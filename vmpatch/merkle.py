@@ -19,6 +19,7 @@ there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -26,9 +27,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from vmpatch.errors import SystemFailure
+from vmpatch.fs.atomic import write_all
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import merkle_trailer
 
@@ -106,6 +107,35 @@ def _leaf_of_file(index: int, path: ModuleFile) -> bytes:
     return h.digest()
 
 
+def _leaf_of_mapped_file(index: int, path: ModuleFile) -> bytes:
+    """Hash a plain file through a read-only mapping: no copy into a buffer.
+
+    Only for single-threaded processes (the forked workers of
+    :func:`_hash_in_processes`), where no other thread contends on the address
+    space. Measured on Debian's 4230 modules (507 MB in tmpfs, 2 CPUs, two
+    forked workers, 3 alternated rounds): 0.47-0.58 s against 0.59-0.69 s
+    with :func:`_leaf_of_file`'s readv, which copies every byte once more (the
+    C generator maps its files too).
+    """
+    import mmap
+
+    h = hashlib.sha256(LEAF_PREFIX + _POS.pack(index))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+                    h.update(mapped)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError) as err:  # ValueError: mmap of a file that shrank to 0
+        if isinstance(err, OSError):
+            raise SystemFailure.from_oserror(path, err, "read module") from err
+        raise SystemFailure(Path(path), f"read module: {err}") from err
+    return h.digest()
+
+
 def default_workers() -> int:
     """The CPUs this process may run on."""
     return max(1, len(os.sched_getaffinity(0)))
@@ -130,19 +160,33 @@ def _balanced_shares(paths: Sequence[ModuleFile], workers: int) -> list[list[int
     return shares
 
 
-def _child_hashes(paths: Sequence[ModuleFile], share: list[int], pipe: int) -> None:
-    """In a forked child: write the 32-byte leaves of ``share``, or a pickled error."""
-    import pickle
+#: Each leaf a child finished, as it finishes: a tag byte, then the digest.
+_LEAF_TAG = b"L"
+#: A child's failure: the tag, then the pickled exception up to the end of the pipe.
+_ERROR_TAG = b"E"
+_RECORD = 1 + 32
+#: Leaves a child sends at once: the waiting parent wakes per write, and on a
+#: machine with as many children as CPUs every wake-up takes a child's CPU.
+_LEAVES_PER_WRITE = 32
 
+
+def _child_hashes(paths: Sequence[ModuleFile], share: list[int], pipe: int) -> None:
+    """In a forked child: stream the leaves of ``share`` (in share order), then a pickled error."""
     status = 0
     try:
-        payload = b"".join(_leaf_of_file(i, paths[i]) for i in share)
+        batch = []
+        for i in share:
+            batch.append(_LEAF_TAG + _leaf_of_mapped_file(i, paths[i]))
+            if len(batch) == _LEAVES_PER_WRITE:
+                write_all(pipe, b"".join(batch))
+                batch.clear()
+        write_all(pipe, b"".join(batch))
     except BaseException as err:
-        payload, status = pickle.dumps(err), 1
-    try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(pipe, view) :]
+        import pickle
+
+        status = 1
+        with contextlib.suppress(BaseException):
+            write_all(pipe, _ERROR_TAG + pickle.dumps(err))
     finally:
         os._exit(status)
 
@@ -150,58 +194,108 @@ def _child_hashes(paths: Sequence[ModuleFile], share: list[int], pipe: int) -> N
 def _hash_in_processes(
     paths: Sequence[ModuleFile], workers: int, progress: Progress | None
 ) -> list[bytes]:
-    """Hash plain files with ``workers - 1`` forked children and this process.
+    """Hash plain files in ``workers`` forked children, while this process waits.
 
     Threads scale poorly here: with thousands of small modules the per-file
     Python work convoys on the GIL between hashes, and a ProcessPoolExecutor
     spends its gain on task pickling and teardown. Measured on 4000 modules
     (527 MiB in tmpfs, 2 CPUs, hashing only): one thread 0.51 s, two threads
-    0.53-0.63 s, ProcessPoolExecutor(2) 0.31-0.34 s, this split 0.28-0.29 s.
+    0.53-0.63 s, ProcessPoolExecutor(2) 0.31-0.34 s, a static split
+    0.28-0.29 s. Only children hash, because they map the files
+    (:func:`_leaf_of_mapped_file`): a module truncated while mapped raises
+    SIGBUS, which ends a child (reported as an error here), never this
+    process. Children stream each leaf as it is done, so progress is exact.
     """
-    import pickle
 
     shares = _balanced_shares(paths, workers)
-    children = []
-    for share in shares[1:]:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os.close(read_end)
-            _child_hashes(paths, share, write_end)
-        os.close(write_end)
-        children.append((pid, read_end, share))
+    children: dict[int, tuple[int, list[int]]] = {}  # read end -> (pid, share)
     leaves: list[bytes] = [b""] * len(paths)
-    failure: BaseException | None = None
     try:
-        for done, index in enumerate(shares[0], start=1):
-            leaves[index] = _leaf_of_file(index, paths[index])
-            if progress and done % 64 == 0:
-                progress(done * workers * 9 // 10)  # the children run alongside
-    except BaseException as err:
-        failure = err
-    for pid, read_end, share in children:
-        with os.fdopen(read_end, "rb") as pipe:
-            payload = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            failure = failure or _child_failure(payload, pickle)
-            continue
-        for k, index in enumerate(share):
-            leaves[index] = payload[32 * k : 32 * (k + 1)]
+        for share in shares:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                os.close(read_end)
+                _child_hashes(paths, share, write_end)
+            os.close(write_end)
+            children[read_end] = (pid, share)
+        failure = _collect(children, leaves, progress)
+    finally:
+        for read_end, (pid, _share) in children.items():  # only left on an exception here
+            _end_child(pid, read_end)
     if failure is not None:
         raise failure
-    if progress:
-        progress(len(paths))
     return leaves
 
 
-def _child_failure(payload: bytes, pickle: ModuleType) -> BaseException:
-    try:
-        error = pickle.loads(payload)
-    except Exception:
-        error = None
-    if isinstance(error, BaseException):
-        return error
+def _collect(
+    children: dict[int, tuple[int, list[int]]], leaves: list[bytes], progress: Progress | None
+) -> BaseException | None:
+    """Read every child's stream into ``leaves``; the first failure, if any."""
+    import selectors
+
+    failure: BaseException | None = None
+    done = 0
+    pending = {fd: bytearray() for fd in children}
+    filled = dict.fromkeys(children, 0)
+    with selectors.DefaultSelector() as selector:
+        for fd in children:
+            selector.register(fd, selectors.EVENT_READ)
+        while pending:
+            for key, _ in selector.select():
+                fd = int(key.fd)
+                chunk = os.read(fd, 1 << 16)
+                buffer = pending[fd]
+                if chunk:
+                    buffer += chunk
+                    share = children[fd][1]
+                    while len(buffer) >= _RECORD and buffer[:1] == _LEAF_TAG:
+                        leaves[share[filled[fd]]] = bytes(buffer[1:_RECORD])
+                        filled[fd] += 1
+                        del buffer[:_RECORD]
+                        done += 1
+                    if progress and done % 64 == 0:
+                        progress(done)
+                    continue
+                selector.unregister(fd)
+                del pending[fd]
+                pid, share = children.pop(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                if failure is None and (status != 0 or filled[fd] != len(share)):
+                    failure = _child_failure(bytes(buffer), status)
+    if progress and failure is None:
+        progress(len(leaves))
+    return failure
+
+
+def _end_child(pid: int, read_end: int) -> None:
+    """Stop and reap a hashing child this process no longer waits for."""
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.waitpid(pid, 0)
+    with contextlib.suppress(OSError):
+        os.close(read_end)
+
+
+def _child_failure(stream: bytes, status: int) -> BaseException:
+    """What a child reported, or what its exit status says."""
+    import signal
+
+    if stream[:1] == _ERROR_TAG:
+        import pickle
+
+        try:
+            error = pickle.loads(stream[1:])
+        except Exception:
+            error = None
+        if isinstance(error, BaseException):
+            return error
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS:
+        return SystemFailure(None, "a module shrank while it was being hashed (SIGBUS)")
     return SystemFailure(None, "a hashing worker process died")
 
 

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,9 +32,9 @@ __all__ = [
     "check_target",
     "copy_metadata",
     "create_temporary",
-    "durable_batch",
     "file_identity",
     "fsync_dir",
+    "listxattr",
     "open_input",
     "remove_stale_temporaries",
     "write_all",
@@ -139,14 +139,15 @@ def copy_metadata(
             os.fchown(target_fd, source_stat.st_uid, source_stat.st_gid)
         except PermissionError as err:
             raise SystemFailure.from_oserror(source, err, "keep the owner of") from err
-    for name in _listxattr(source):
+    for name in listxattr(source):
         if name in drop_xattrs:
             continue
         with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
             os.setxattr(target_fd, name, os.getxattr(source, name))
 
 
-def _listxattr(path: str | os.PathLike[str]) -> list[str]:
+def listxattr(path: str | os.PathLike[str]) -> list[str]:
+    """The names of ``path``'s extended attributes; none where the filesystem has none."""
     try:
         return os.listxattr(path)  # the file the data comes from, like its mode
     except OSError as err:
@@ -363,165 +364,6 @@ class StagedWrite:
             self._temp.close()
         with contextlib.suppress(OSError):
             self._temp.path.unlink()
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting.
-
-    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: Python's os module lacks it,
-    so it goes through libc; where that fails the later fdatasync does it all.
-    """
-    if _libc_sync_file_range is None:
-        return
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        _libc_sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE, include/uapi/linux/fs.h
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        func = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    func.restype = ctypes.c_int
-    return func  # type: ignore[no-any-return]
-
-
-_libc_sync_file_range: Callable[[int, int, int, int], int] | None = None
-
-
-def durable_batch(
-    files: Sequence[tuple[str | os.PathLike[str], bytes]], *, mode: int = 0o644
-) -> None:
-    """Replace many files, each old or new after a crash, with few disk flushes.
-
-    Each target gets what :func:`atomic_write` would give it (a new file
-    ``mode`` minus the umask, an existing one its own mode, owner and xattrs),
-    but in four passes instead of one file at a time: write every temporary;
-    make all their data durable (writeback started for a few hundred at a
-    time, then fdatasync each, which finds its journal transaction mostly committed already); rename
-    every temporary over its target; fsync each directory once. Every rename
-    still follows its file's data reaching the disk, so the guarantee holds,
-    and a failure before the renames leaves every target as it was.
-
-    Why this primitive (``scripts/bench`` and a side-by-side test of 4230
-    400-byte files on this ext4, 2 shared cores, 3 alternated rounds, median
-    (min) s): fsync each as written 42.5 (22.0), fdatasync each as written
-    47.2 (21.3), write all then fdatasync each 38.6 (28.0), writeback started
-    for all then fdatasync each 29.3 (13.0), one syncfs 25.4 (24.1), one
-    os.sync() 14.2 (1.7). The disk was shared with other jobs, so all are
-    noisy; syncfs and sync were close but flush every dirty page of the
-    filesystem (a kernel build's hundreds of MB of fresh .ko files) or of
-    every filesystem, a cost that grows with what others wrote. The chosen
-    pass flushes only these files.
-    """
-    global _libc_sync_file_range
-    if _libc_sync_file_range is None and len(files) > 1:
-        _libc_sync_file_range = _load_sync_file_range()
-    umask = os.umask(0)
-    os.umask(umask)
-    staged: list[tuple[str, str]] = []
-    chunk: list[tuple[int, str]] = []  # open at once: bounded, far below RLIMIT_NOFILE
-    real_dirs: dict[str, str] = {}
-    try:
-        for start in range(0, len(files), _OPEN_AT_ONCE):
-            for target_name, data in files[start : start + _OPEN_AT_ONCE]:
-                target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
-                fd = _write_temporary(target, ref_stat, data, mode & ~umask, staged)
-                chunk.append((fd, target))
-            while chunk:
-                fd, target = chunk[0]
-                try:
-                    os.fdatasync(fd)
-                except OSError as err:
-                    raise SystemFailure.from_oserror(target, err, "write") from err
-                chunk.pop(0)
-                os.close(fd)
-    except BaseException:
-        for fd, _ in chunk:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        for temp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-        raise
-    directories: dict[str, None] = {}
-    for i, (temp, target) in enumerate(staged):
-        try:
-            os.replace(temp, target)
-        except OSError as err:
-            for rest, _ in staged[i:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(rest)
-            raise SystemFailure.from_oserror(target, err, "replace") from err
-        directories[os.path.dirname(target)] = None
-    for directory in directories:
-        fsync_dir(Path(directory))
-
-
-_OPEN_AT_ONCE = 256
-
-
-def _resolve(name: str, real_dirs: dict[str, str]) -> tuple[str, os.stat_result | None]:
-    """``os.path.realpath(name)`` and its stat, resolving each directory only once.
-
-    realpath lstats every component of every name: it was a third of writing
-    Debian's 4230 proofs (cProfile: 4.4 of 12.3 s under load, 33,630 lstat
-    calls). Here the directory is resolved once and each file costs one
-    lstat; a target that is itself a link is resolved in full (written
-    through, as :func:`atomic_write` does).
-    """
-    head, tail = os.path.split(name)
-    real_dir = real_dirs.get(head)
-    if real_dir is None:
-        real_dir = real_dirs[head] = os.path.realpath(head or ".")
-    target = os.path.join(real_dir, tail)
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        return target, None
-    except OSError as err:
-        raise SystemFailure.from_oserror(target, err, "write") from err
-    if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(target)
-        try:
-            return target, os.stat(target)
-        except FileNotFoundError:
-            return target, None
-        except OSError as err:
-            raise SystemFailure.from_oserror(target, err, "write") from err
-    return target, st
-
-
-def _write_temporary(
-    target: str,
-    ref_stat: os.stat_result | None,
-    data: bytes,
-    new_mode: int,
-    staged: list[tuple[str, str]],
-) -> int:
-    """One temporary of :func:`durable_batch`, written, writeback started; its fd."""
-    try:
-        fd, temp = create_temporary(target)
-    except OSError as err:
-        raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
-    staged.append((temp, target))
-    try:
-        write_all(fd, data)
-        if ref_stat is not None:
-            copy_metadata(ref_stat, target, fd)
-        else:
-            os.fchmod(fd, new_mode)
-        _start_writeback(fd)
-    except BaseException as err:
-        os.close(fd)
-        if isinstance(err, OSError):
-            raise SystemFailure.from_oserror(target, err, "write") from err
-        raise
-    return fd
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:

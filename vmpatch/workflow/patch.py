@@ -360,6 +360,6 @@ def _run_patch(
         from vmpatch.workflow.tree import tree_result, write_proofs
 
         if proofs:
-            write_proofs(plan, merkle)
+            write_proofs(plan, merkle, workers=workers)
         tree = tree_result(plan, merkle, proofs=proofs)
     return PatchReport(source.origin, tree, tuple(apply_patches(plans)))

@@ -1,0 +1,376 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Replace thousands of small files at once, each old or new after a crash.
+
+``vmpatch tree`` writes one proof per module: 4230 files for Debian's
+kernel. Written one :func:`vmpatch.fs.atomic.atomic_write` at a time, that
+is two flushes per file (issue 12: 0.6 s of a 1.13 s run in tmpfs, 3.8-40 s
+on ext4). A batch keeps the guarantee (every rename follows its file's data
+reaching the disk; the directories are synced after) with one flush per
+file that mostly finds its journal transaction committed, and spreads the
+system calls over worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from vmpatch.errors import SystemFailure
+from vmpatch.fs.atomic import (
+    TEMP_MARK,
+    copy_metadata,
+    create_temporary,
+    fsync_dir,
+    listxattr,
+    write_all,
+)
+
+__all__ = ["durable_batch"]
+
+#: Temporaries open at once: bounded, far below RLIMIT_NOFILE.
+_OPEN_AT_ONCE = 256
+#: Below this many files, forking workers costs more than it saves.
+_FORK_THRESHOLD = 512
+
+Staged = list[tuple[str, str]]  # (temporary, target)
+
+
+def durable_batch(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]],
+    *,
+    mode: int = 0o644,
+    workers: int = 1,
+) -> None:
+    """Replace many files, each old or new after a crash, with few disk flushes.
+
+    Each target gets what :func:`vmpatch.fs.atomic.atomic_write` would give
+    it (a new file ``mode`` minus the umask, an existing one its own mode,
+    owner and xattrs), in three passes: write every temporary and make its
+    data durable (writeback started for a few hundred at a time, then
+    fdatasync each, which finds its journal transaction mostly committed
+    already); rename every temporary over its target; fsync each directory
+    once. A failure before the renames leaves every target as it was.
+
+    Why this primitive (``scripts/bench`` and a side-by-side test of 4230
+    400-byte files on this ext4, 2 shared cores, 3 alternated rounds, median
+    (min) s): fsync each as written 42.5 (22.0), fdatasync each as written
+    47.2 (21.3), write all then fdatasync each 38.6 (28.0), writeback started
+    for all then fdatasync each 29.3 (13.0), one syncfs 25.4 (24.1), one
+    os.sync() 14.2 (1.7). The disk was shared with other jobs, so all are
+    noisy; syncfs and sync were close but flush every dirty page of the
+    filesystem (a kernel build's hundreds of MB of fresh .ko files) or of
+    every filesystem, a cost that grows with what others wrote. The chosen
+    pass flushes only these files.
+
+    With ``workers`` > 1 and many files, forked processes each stage a
+    contiguous share (directories stay together) and rename it only once
+    every share is staged (:func:`_forked_batch`): the work is system calls,
+    which processes run in parallel and threads serialise on the GIL.
+    """
+    if len(files) > 1:
+        _load_sync_file_range()  # ctypes: not for a single file
+    umask = os.umask(0)
+    os.umask(umask)
+    forkable = threading.active_count() == 1  # forking with threads alive is unsafe
+    if workers > 1 and len(files) >= _FORK_THRESHOLD and forkable:
+        _forked_batch(files, mode & ~umask, umask, workers)
+        return
+    staged = _stage(files, mode & ~umask, umask)
+    _commit(staged)
+
+
+def _stage(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]], new_mode: int, umask: int
+) -> Staged:
+    """Write every temporary and make its data durable; on failure remove them all."""
+    batch = _BatchFile(new_mode, umask)
+    staged: Staged = []
+    chunk: list[tuple[int, str]] = []
+    real_dirs: dict[str, str] = {}
+    try:
+        for start in range(0, len(files), _OPEN_AT_ONCE):
+            for target_name, data in files[start : start + _OPEN_AT_ONCE]:
+                target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
+                chunk.append((batch.write(target, ref_stat, data, staged), target))
+            for fd, target in chunk:
+                try:
+                    os.fdatasync(fd)
+                except OSError as err:
+                    raise SystemFailure.from_oserror(target, err, "write") from err
+            for fd, _ in chunk:
+                os.close(fd)
+            chunk.clear()
+    except BaseException:
+        for fd, _ in chunk:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _discard(staged)
+        raise
+    return staged
+
+
+def _discard(staged: Staged) -> None:
+    for temp, _ in staged:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+
+
+def _commit(staged: Staged) -> None:
+    """Rename every temporary over its target, then sync each directory once."""
+    directories: dict[str, None] = {}
+    for i, (temp, target) in enumerate(staged):
+        try:
+            os.replace(temp, target)
+        except OSError as err:
+            _discard(staged[i:])
+            raise SystemFailure.from_oserror(target, err, "replace") from err
+        directories[target.rpartition("/")[0] or "/"] = None
+    for directory in directories:
+        fsync_dir(Path(directory))
+
+
+# ---------------------------------------------------------------------------
+# Worker processes
+
+_READY = b"R"  # child -> parent: my share is staged and durable
+_DONE = b"D"  # child -> parent: my share is renamed and its directories synced
+_FAILED = b"E"  # child -> parent: then a pickled exception, to the end of the pipe
+_COMMIT = b"C"  # parent -> child: rename now (end of file instead: discard)
+
+
+def _forked_batch(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]],
+    new_mode: int,
+    umask: int,
+    workers: int,
+) -> None:
+    """:func:`durable_batch` over ``workers`` forked children, in two phases.
+
+    Every child stages its share and reports ready; only when all are ready
+    does this process tell them to rename, so a failure anywhere before that
+    leaves every target as it was (the children remove their temporaries).
+    If this process dies first (a SIGKILL), each child reads the end of its
+    command pipe, removes its temporaries and exits; the children hold the
+    tree's lock (an inherited flock) until then, so no next run overlaps
+    them. Measured on Debian's 4230 proofs in tmpfs on 2 CPUs: see
+    :func:`vmpatch.workflow.tree.write_proofs`.
+    """
+    size = -(-len(files) // workers)
+    children: list[tuple[int, int, int]] = []  # (pid, report read end, command write end)
+    failure: BaseException | None = None
+    try:
+        for start in range(0, len(files), size):
+            report_r, report_w = os.pipe()
+            command_r, command_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child never returns
+                os.close(report_r)
+                os.close(command_w)
+                _child(files[start : start + size], new_mode, umask, report_w, command_r)
+            os.close(report_w)
+            os.close(command_r)
+            children.append((pid, report_r, command_w))
+        for _pid, report_r, _command_w in children:
+            failure = failure or _report(report_r, _READY)
+        if failure is None:
+            for _pid, _report_r, command_w in children:
+                write_all(command_w, _COMMIT)
+            for _pid, report_r, _command_w in children:
+                failure = failure or _report(report_r, _DONE)
+    finally:
+        for pid, report_r, command_w in children:  # end of file: discard, if not committed
+            with contextlib.suppress(OSError):
+                os.close(command_w)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                os.close(report_r)
+    if failure is not None:
+        raise failure
+
+
+def _report(report_r: int, expected: bytes) -> BaseException | None:
+    """Read a child's next report: None when it is ``expected``, else its failure."""
+    tag = os.read(report_r, 1)
+    if tag == expected:
+        return None
+    if tag == _FAILED:
+        import pickle
+
+        payload = bytearray()
+        while chunk := os.read(report_r, 1 << 16):
+            payload += chunk
+        with contextlib.suppress(Exception):
+            error = pickle.loads(payload)
+            if isinstance(error, BaseException):
+                return error
+    return SystemFailure(None, "a worker process writing the files died")
+
+
+def _child(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]],
+    new_mode: int,
+    umask: int,
+    report_w: int,
+    command_r: int,
+) -> None:
+    """A worker: stage ``files``, report, rename on the parent's word; never returns."""
+    status = 0
+    staged: Staged = []
+    try:
+        staged = _stage(files, new_mode, umask)
+        write_all(report_w, _READY)
+        if os.read(command_r, 1) != _COMMIT:
+            _discard(staged)  # the parent failed or died: leave every target as it was
+        else:
+            _commit(staged)
+            write_all(report_w, _DONE)
+    except BaseException as err:
+        status = 1
+        _discard(staged)  # renamed ones are gone already; the rest must not be left
+        with contextlib.suppress(BaseException):
+            import pickle
+
+            write_all(report_w, _FAILED + pickle.dumps(err))
+    finally:
+        os._exit(status)
+
+
+# ---------------------------------------------------------------------------
+# One file of a batch
+
+
+def _resolve(name: str, real_dirs: dict[str, str]) -> tuple[str, os.stat_result | None]:
+    """``os.path.realpath(name)`` and its stat, resolving each directory only once.
+
+    realpath lstats every component of every name: it was a third of writing
+    Debian's 4230 proofs (cProfile: 4.4 of 12.3 s under load, 33,630 lstat
+    calls). Here the directory is resolved once and each file costs one
+    lstat; a target that is itself a link is resolved in full (written
+    through, as :func:`vmpatch.fs.atomic.atomic_write` does).
+    """
+    head, _, tail = name.rpartition("/")
+    real_dir = real_dirs.get(head)
+    if real_dir is None:
+        real_dir = real_dirs[head] = os.path.realpath(head or ("/" if name[:1] == "/" else "."))
+    target = f"{real_dir.rstrip('/')}/{tail}"
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return target, None
+    except OSError as err:
+        raise SystemFailure.from_oserror(target, err, "write") from err
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(target)
+        try:
+            return target, os.stat(target)
+        except FileNotFoundError:
+            return target, None
+        except OSError as err:
+            raise SystemFailure.from_oserror(target, err, "write") from err
+    return target, st
+
+
+class _BatchFile:
+    """Creates the temporaries of one batch, with as few system calls as it can.
+
+    Names are ``.NAME.XXXXXXXX`` + :data:`TEMP_MARK` as
+    :func:`vmpatch.fs.atomic.create_temporary` makes them, the eight hex
+    digits a random base for the batch plus a counter (one getrandom for the
+    batch, not one per file), still opened with O_EXCL and retried at random
+    on a collision. A new target's temporary is created with its final mode
+    (the kernel applies the umask, as it would to the target), so it needs no
+    fchmod; an existing target's metadata is kept as
+    :func:`vmpatch.fs.atomic.copy_metadata` keeps it. With 4230 proofs in
+    tmpfs the former version (a random name, fchmod, fstat and listxattr for
+    every file) took 0.41-0.68 s, this one 0.37 s, the bare open, write,
+    fdatasync, close and rename 0.17 s.
+    """
+
+    def __init__(self, new_mode: int, umask: int) -> None:
+        self.new_mode = new_mode
+        self.umask = umask
+        self.serial = int.from_bytes(os.urandom(4), "big")
+        self.euid = os.geteuid()
+
+    def write(
+        self, target: str, ref_stat: os.stat_result | None, data: bytes, staged: Staged
+    ) -> int:
+        """One temporary, written, writeback started; its fd (added to ``staged``)."""
+        mode = self.new_mode if ref_stat is None else stat.S_IMODE(ref_stat.st_mode)
+        head, _, name = target.rpartition("/")
+        self.serial = (self.serial + 1) & 0xFFFFFFFF
+        temp = f"{head}/.{name}.{self.serial:08x}{TEMP_MARK}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(temp, flags, mode)
+        except FileExistsError:
+            fd, temp = _create_retrying(target, mode)
+        except OSError as err:
+            raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
+        staged.append((temp, target))
+        try:
+            write_all(fd, data)
+            if ref_stat is not None:
+                self._keep_metadata(ref_stat, target, fd)
+            _start_writeback(fd)
+        except BaseException as err:
+            os.close(fd)
+            if isinstance(err, OSError):
+                raise SystemFailure.from_oserror(target, err, "write") from err
+            raise
+        return fd
+
+    def _keep_metadata(self, ref_stat: os.stat_result, target: str, fd: int) -> None:
+        if ref_stat.st_mode & self.umask:  # open() dropped bits the target has
+            os.fchmod(fd, stat.S_IMODE(ref_stat.st_mode))
+        if ref_stat.st_uid != self.euid or ref_stat.st_gid != os.fstat(fd).st_gid:
+            copy_metadata(ref_stat, target, fd)  # another owner: rare, the full path
+            return
+        for name in listxattr(target):
+            with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
+                os.setxattr(fd, name, os.getxattr(target, name))
+
+
+def _create_retrying(target: str, mode: int) -> tuple[int, str]:
+    try:
+        fd, temp = create_temporary(target)
+        os.fchmod(fd, mode)
+    except OSError as err:
+        raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
+    return fd, temp
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting.
+
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: Python's os module lacks it,
+    so it goes through libc; where that fails the later fdatasync does it all.
+    """
+    if _sync_file_range is None:
+        return
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        _sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE, include/uapi/linux/fs.h
+
+
+_sync_file_range: Callable[[int, int, int, int], int] | None = None
+
+
+def _load_sync_file_range() -> None:
+    global _sync_file_range
+    if _sync_file_range is not None:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    _sync_file_range = func
