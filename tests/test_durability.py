@@ -12,6 +12,7 @@ directory synced once, after the last rename into it (issue 12).
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -64,6 +65,7 @@ def joined_calls(lines: list[str], unfinished: dict[str, str]) -> list[str]:
     whole = []
     for line in lines:
         pid, _, rest = line.partition(" ")
+        rest = rest.lstrip()  # strace pads the pid column
         if rest.endswith("<unfinished ...>"):
             unfinished[pid] = line.removesuffix("<unfinished ...>").rstrip()
         elif rest.startswith("<... ") and pid in unfinished:
@@ -181,3 +183,17 @@ def test_forked_batch_keeps_the_order_in_every_worker(tmp_path: Path) -> None:
         renaming = {pid for name, args, pid in calls if name.startswith("rename")}
         assert len(renaming) == 2, f"renames came from {len(renaming)} processes"
         assert not list(build.rglob("*.vmpatch-tmp"))
+
+
+@pytest.mark.parametrize("where", ["/dev/shm", "/tmp", "/", "/proc/self", "/sys/kernel"])
+def test_filesystem_type_agrees_with_findmnt(where: str) -> None:
+    """The batch skips writeback on memory filesystems: its mount lookup must be util-linux's."""
+    from vmpatch.fs.batch import _filesystem_type, _mount_table
+
+    findmnt = require_tool("findmnt", "util-linux")
+    directory = os.path.realpath(where)
+    if not os.path.isdir(directory):
+        pytest.skip(f"{where} is not on this machine")
+    listed = tool(findmnt, "-n", "-o", "FSTYPE", "-T", directory, text=True).stdout.split()
+    expected = listed[-1]  # mounts stacked on one point: the last is the one on top
+    assert _filesystem_type(directory, _mount_table()) == expected
