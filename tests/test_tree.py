@@ -302,3 +302,33 @@ def test_a_signed_module_in_a_build_tree_is_refused(tree: Path) -> None:
     # verify, which expects proofs on build-tree modules, still reads the tree
     verify = vmpatch("verify", "--json", "--kernel", tree / "vmlinux", "--modules", tree)
     assert len(verify.json()["modules"]) == 5
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_trailer_is_refused_in_a_tree_big_enough_to_fork(tmp_path: Path, workers: str) -> None:
+    """With 300 modules the trailer check runs as each module is hashed (forked or not).
+
+    One module deep in the order ends with a PKCS#7 trailer: the run is
+    refused naming it, exactly as for a small tree, and nothing is written.
+    """
+    build = tmp_path / "build"
+    lines = []
+    for i in range(300):
+        sub = build / f"d{i % 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"m{i:03d}.ko").write_bytes(bytes([i % 251]) * (4096 + i))
+        lines.append(f"d{i % 5}/m{i:03d}.o")
+    (build / "modules.order").write_text("\n".join(lines) + "\n")
+    module = build / "d2" / "m287.ko"
+    sig = b"\x30\x03\x02\x01\x00"
+    module.write_bytes(
+        module.read_bytes() + sig + INFO.pack(0, 0, 2, 0, 0, len(sig))
+        + b"~Module signature appended~\n"
+    )  # fmt: skip
+    before = _snapshot(build)
+    run = vmpatch("tree", build, "--workers", workers, "--byteorder", "little")
+    assert run.returncode == 2, run.stderr
+    assert f"{module}: already ends with a pkcs7 trailer (a signature)" in _one_error_line(
+        run.stderr
+    )
+    assert _snapshot(build) == before

@@ -349,7 +349,7 @@ def _run_patch(
         # tree workflow's import (hashlib, threads, the compressed readers) is 20 ms of it.
         from vmpatch.workflow.tree import build_tree, no_progress, plan_tree
 
-        plan = plan_tree(from_tree, suffix=suffix)
+        plan = plan_tree(from_tree, suffix=suffix, check_trailers_when_hashing=True)
         with (progress or no_progress)("hashing modules", len(plan.modules)) as done:
             merkle = build_tree(plan, workers=workers, progress=done)
         source = RootSource(root=merkle.root, origin=f"tree of {from_tree}")

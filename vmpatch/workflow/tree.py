@@ -22,7 +22,7 @@ from typing import overload
 from vmpatch.errors import InputError, SystemFailure, UsageError
 from vmpatch.fs.atomic import atomic_write
 from vmpatch.fs.batch import durable_batch
-from vmpatch.merkle import MerkleTree, default_workers, hash_leaves
+from vmpatch.merkle import MerkleTree, ModuleFile, default_workers, hash_leaves
 from vmpatch.records.modorder import OrderEntry, read_modules_order
 from vmpatch.records.root import ByteOrder, ModuleHashesRoot
 from vmpatch.records.trailer import MARKER, TRAILER_END_SIZE, signature_info, type_label
@@ -93,6 +93,8 @@ class TreePlan:
     order_file: Path
     suffix: str
     modules: tuple[PlannedModule, ...]
+    #: The trailer refusal is left to :func:`build_tree` (``check_trailers_when_hashing``).
+    trailers_unchecked: bool = False
 
 
 def _module_tail(name: str) -> bytes | None:
@@ -146,6 +148,7 @@ def plan_tree(
     order_file: str | os.PathLike[str] | None = None,
     suffix: str | None = None,
     refuse_trailers: bool = True,
+    check_trailers_when_hashing: bool = False,
 ) -> TreePlan:
     """Read modules.order and check that every module it names exists.
 
@@ -153,7 +156,12 @@ def plan_tree(
     --from-tree``, ``ko append-tree --dest``) a module that already ends with
     a trailer is refused before anything is hashed or written (only its
     last 40 bytes are read here). ``verify`` and in-place appends, which
-    expect proofs on the modules, pass False.
+    expect proofs on the modules, pass False. A caller that hashes the plan
+    with :func:`build_tree` next (before any write) can pass
+    ``check_trailers_when_hashing``: for plain modules the check then happens
+    as each module is hashed, instead of an extra open, fstat and pread of
+    every module here (0.05 s of planning Debian's 4230 in tmpfs, about a
+    tenth of ``vmpatch tree``).
     """
     build_dir = Path(build_dir)
     order = Path(order_file) if order_file is not None else build_dir / "modules.order"
@@ -168,9 +176,12 @@ def plan_tree(
         raise UsageError(None, f"--suffix {suffix!r} must start with a dot, like .ko")
     planned = []
     base = os.fspath(build_dir)
+    deferred = refuse_trailers and check_trailers_when_hashing and _is_plain(suffix)
     for entry in read_modules_order(order):
         module_name = f"{base}/{entry.stem}{suffix}"
-        if refuse_trailers:
+        if deferred:
+            exists = os.path.isfile(module_name)
+        elif refuse_trailers:
             tail = _module_tail(module_name)
             if tail is not None and tail.endswith(MARKER):
                 raise _refuse_post_processed(module_name, tail)
@@ -185,7 +196,19 @@ def plan_tree(
                 + (" (build the modules, or check --suffix)" if not module.exists() else ""),
             )
         planned.append(PlannedModule(entry, module_name, build_dir))
-    return TreePlan(build_dir, order, suffix, tuple(planned))
+    return TreePlan(build_dir, order, suffix, tuple(planned), trailers_unchecked=deferred)
+
+
+def _is_plain(suffix: str) -> bool:
+    from vmpatch.ko.compression import Codec, codec_for_path
+
+    return codec_for_path(suffix) is Codec.NONE
+
+
+def _refuse_trailer_tail(module: ModuleFile, tail: bytes) -> None:
+    """:data:`vmpatch.merkle.TailCheck` for a build tree: a trailer at the end is refused."""
+    if tail.endswith(MARKER):
+        raise _refuse_post_processed(os.fspath(module), tail[-TRAILER_END_SIZE:])
 
 
 def build_tree(
@@ -215,7 +238,11 @@ def build_tree(
             return read_module(path, max_size=limit).data
 
     leaves = hash_leaves(
-        [m.file for m in plan.modules], workers=workers, loader=loader, progress=progress
+        [m.file for m in plan.modules],
+        workers=workers,
+        loader=loader,
+        progress=progress,
+        tail_check=_refuse_trailer_tail if plan.trailers_unchecked else None,
     )
     return MerkleTree.from_leaves(leaves)
 
@@ -439,7 +466,9 @@ def _run_tree(
     targets = [Path(t) for t in (root_out, c_out) if t is not None]
     for target in targets:
         check_target(target)
-    plan = plan_tree(build_dir, order_file=order_file, suffix=suffix)
+    plan = plan_tree(
+        build_dir, order_file=order_file, suffix=suffix, check_trailers_when_hashing=True
+    )
     order: ByteOrder | None = None
     if root_out is not None:
         order = target_byteorder(kernel=kernel, build_dir=plan.build_dir, byteorder=byteorder)
