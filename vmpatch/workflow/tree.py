@@ -180,7 +180,7 @@ def plan_tree(
     for entry in read_modules_order(order):
         module_name = f"{base}/{entry.stem}{suffix}"
         if deferred:
-            exists = os.path.isfile(module_name)
+            exists = _is_regular_file(module_name)
         elif refuse_trailers:
             tail = _module_tail(module_name)
             if tail is not None and tail.endswith(MARKER):
@@ -197,6 +197,16 @@ def plan_tree(
             )
         planned.append(PlannedModule(entry, module_name, build_dir))
     return TreePlan(build_dir, order, suffix, tuple(planned), trailers_unchecked=deferred)
+
+
+def _is_regular_file(name: str) -> bool:
+    """Whether ``name`` is a regular file; the system's refusals (a link loop) are errors."""
+    try:
+        return stat.S_ISREG(os.stat(name).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise SystemFailure.from_oserror(name, err, "read module") from None
 
 
 def _is_plain(suffix: str) -> bool:
