@@ -137,11 +137,12 @@ def _append_tree(
     plan = plan_tree(build_dir, suffix=suffix, refuse_trailers=dest is not None)
     root = resolve_kernel(kernel)
     jobs: list[tuple[Path, Proof]] = []
+    listings: dict[str, frozenset[str]] = {}  # each install directory listed once
     for planned in plan.modules:
         target = (
             planned.module
             if dest is None
-            else installed_module(dest, "kernel/" + planned.entry.stem)
+            else installed_module(dest, "kernel/" + planned.entry.stem, listings=listings)
         )
         proof = read_proof_file(planned.proof)
         if proof.position != planned.entry.index:
