@@ -56,7 +56,7 @@ def _third_party(names: list[str]) -> list[str]:
     return [n for n in names if n not in sys.stdlib_module_names and n != "vmpatch"]
 
 
-LEAN_MODULES = ["vmpatch.hook", "vmpatch.streams"] + [
+LEAN_MODULES = ["vmpatch.hook", "vmpatch.streams", "vmpatch.frozen"] + [
     name for layer in LEAN_LAYERS for name in _modules(PACKAGE / layer)
 ]
 
