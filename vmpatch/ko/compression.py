@@ -18,7 +18,7 @@ input, hence three rules here:
 This module is imported by the per-module install hook, so it imports only
 the standard library at module level, and of that only what a plain ``.ko``
 needs: each codec's library (gzip, lzma, ``zstandard``) is imported on first
-use, so a ``.ko.xz`` never loads zlib's and a ``.ko`` none of them.
+use, so a ``.ko.xz`` never loads gzip and a ``.ko`` none of them.
 """
 
 from __future__ import annotations
