@@ -56,7 +56,7 @@ def _third_party(names: list[str]) -> list[str]:
     return [n for n in names if n not in sys.stdlib_module_names and n != "vmpatch"]
 
 
-LEAN_MODULES = ["vmpatch.hook", "vmpatch.streams"] + [
+LEAN_MODULES = ["vmpatch.hook", "vmpatch.streams", "vmpatch.frozen"] + [
     name for layer in LEAN_LAYERS for name in _modules(PACKAGE / layer)
 ]
 
@@ -113,3 +113,97 @@ def test_the_cli_check_can_fail() -> None:
         name.startswith("vmpatch.cli")
         for name in _imports_of(PACKAGE / "cli" / "commands" / "ko.py")
     )
+
+
+# ---------------------------------------------------------------------------
+# What one real hook call loads (issue 12: the hook runs ~5000 times a kernel)
+
+#: Modules the hook must never load for an append: dataclasses pulls inspect,
+#: ast, dis and tokenize (20-28 ms of an 83 ms call, vmpatch/frozen.py), and
+#: argparse, tempfile and typing are what the lean path was written to avoid.
+HEAVY = frozenset({"dataclasses", "inspect", "ast", "dis", "tokenize", "argparse", "tempfile"})
+#: typing too, but zstandard's own __init__ imports it (and platform): a .ko.zst pays that.
+TYPING = frozenset({"typing"})
+
+#: Each codec's libraries: a module loads its own codec's and no other's.
+CODEC_LIBRARIES = {
+    "": set(),
+    ".gz": {"gzip"},  # not zlib: the xz header checks use its crc32 too
+    ".xz": {"lzma", "_lzma"},
+    ".zst": {"zstandard"},
+}
+#: The compressor kbuild runs for each suffix (scripts/Makefile.modinst), and its package.
+COMPRESSORS = {
+    ".gz": (["gzip", "-n", "-c"], "gzip"),
+    ".xz": (["xz", "--check=crc32", "--lzma2=dict=1MiB", "-c"], "xz-utils"),
+    ".zst": (["zstd", "-q", "-c"], "zstd"),
+}
+DECOMPRESSORS = {".gz": ["gzip", "-dc"], ".xz": ["xz", "-dc"], ".zst": ["zstd", "-qdc"]}
+
+#: Runs one hook call in this interpreter and prints its exit code, then every
+#: module loaded after start-up (what ``python -c pass`` already holds is not
+#: counted: the editable install's finder loads pathlib, for one).
+_PROBE = """\
+import sys
+before = set(sys.modules)
+{also}from vmpatch.hook import main
+code = main(sys.argv[1:])
+print("loaded:", code, *sorted(set(sys.modules) - before))
+"""
+
+
+def _probe(*argv: Path | str, also: str = "") -> tuple[int, set[str]]:
+    """Run the hook with ``argv`` (after importing ``also``): its exit code and what it loaded."""
+    code = _PROBE.format(also=f"import {also}\n" if also else "")
+    out = python("-c", code, *argv, check=True).stdout.split("loaded:")[-1].split()
+    return int(out[0]), set(out[1:])
+
+
+@pytest.fixture
+def hashed_tree(tmp_path: Path) -> Path:
+    """A copy of the miniature kbuild tree with its proofs, as ``vmpatch tree`` writes them."""
+    import shutil
+
+    from clirun import vmpatch
+
+    tree = tmp_path / "linux"
+    shutil.copytree(PACKAGE.parent / "testdata" / "kbuild-x86_64", tree)
+    assert vmpatch("tree", tree).returncode == 0
+    return tree
+
+
+@pytest.mark.parametrize("suffix", list(CODEC_LIBRARIES), ids=lambda s: s or ".ko")
+def test_a_hook_append_loads_nothing_heavy(hashed_tree: Path, tmp_path: Path, suffix: str) -> None:
+    """A real append through the hook, by codec: no dataclasses, no typing, no other codec."""
+    from clirun import tool
+    from conftest import require_tool
+
+    stem = (hashed_tree / "modules.order").read_text().split()[0][: -len(".o")]
+    plain = (hashed_tree / stem).with_suffix(".ko").read_bytes()
+    proof = (hashed_tree / stem).with_suffix(".merkle")
+    module = tmp_path / f"mod.ko{suffix}"
+    if suffix:
+        argv, package = COMPRESSORS[suffix]
+        require_tool(argv[0], package)
+        module.write_bytes(tool(*argv, input=plain).stdout)
+    else:
+        module.write_bytes(plain)
+
+    code, loaded = _probe(module, proof)
+
+    assert code == 0
+    appended = tool(*DECOMPRESSORS[suffix], module).stdout if suffix else module.read_bytes()
+    assert appended == plain + proof.read_bytes()  # the call did the whole append
+    assert "vmpatch.ko.proof" in loaded
+    heavy = HEAVY if suffix == ".zst" else HEAVY | TYPING
+    assert loaded & heavy == set(), f"the hook loads {sorted(loaded & heavy)}"
+    others = set().union(*(libs for s, libs in CODEC_LIBRARIES.items() if s != suffix))
+    assert loaded & others == set(), f"a {suffix or '.ko'} append loads {sorted(loaded & others)}"
+    assert CODEC_LIBRARIES[suffix] <= loaded
+
+
+def test_the_hook_probe_sees_heavy_imports() -> None:
+    """The probe can fail: a hook path that imported dataclasses would show it."""
+    code, loaded = _probe("--help", also="vmpatch.cli.jsonout")  # prints usage, then the line
+    assert code == 0
+    assert {"dataclasses", "inspect", "typing"} <= loaded

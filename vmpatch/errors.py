@@ -21,9 +21,15 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar
+
+from vmpatch.frozen import frozen
+
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import ClassVar
 
 __all__ = [
     "EXIT_BUG",
@@ -66,7 +72,7 @@ EXIT_OUTPUT_CLOSED = 141
 EXIT_TERMINATED = 143
 
 
-@dataclass(frozen=True)
+@frozen
 class ExitStatus:
     """One row of the exit-code contract; ``meaning`` may hold `code` spans."""
 
@@ -263,7 +269,7 @@ def terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-@dataclass(frozen=True)
+@frozen
 class Failure:
     """What an entry point prints and exits with for one exception."""
 

@@ -2,9 +2,11 @@
 """``vmpatch-ko-append``: the lean per-module ``modules_install`` hook.
 
 kbuild runs its install step once per module, thousands of times per kernel,
-so this entry point pays for nothing it does not use: argparse and the
-stdlib-only parts of vmpatch, never typer, rich or pyelftools (those load
-only with ``--kernel``, which needs to read the vmlinux). It is quiet on
+so this entry point pays for nothing it does not use: the stdlib-only parts
+of vmpatch, never typer, rich or pyelftools (those load only with
+``--kernel``, which needs to read the vmlinux), nor argparse, dataclasses
+(:mod:`vmpatch.frozen` says why) or typing; tests/test_layers.py runs a real
+append and holds that list. It is quiet on
 success, and on failure prints one line ``vmpatch-ko-append: <error>`` on
 stderr and exits with the error's code (see :mod:`vmpatch.errors`), so make
 stops with a message a human can act on. The message and the code come from

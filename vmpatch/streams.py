@@ -17,7 +17,11 @@ Standard library only at import time; ``zstandard`` is imported on first use.
 
 from __future__ import annotations
 
-from typing import Any
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "Decoder",

@@ -2,8 +2,11 @@
 """The one way a result becomes JSON (docs/json.md is the vocabulary).
 
 Every command's result is a dataclass (or a list of them inside one); this
-module walks it, so no result type has its own ``to_dict``. A result type can
-shape its document with class attributes, read here and nowhere else:
+module walks it (a ``@frozen`` record of the install hook's path,
+:mod:`vmpatch.frozen`, is walked the same way: the hook cannot afford to
+import :mod:`dataclasses`, so ``ko append`` results are such records), so
+no result type has its own ``to_dict``. A result type can shape its
+document with class attributes, read here and nowhere else:
 
 * ``json_rename``: ``(field, key)`` pairs for a field whose JSON key differs
   (a module file is ``path`` in every document);
@@ -21,11 +24,13 @@ module on use; the lean install hook never does.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
 from vmpatch import FORMAT_VERSION
+from vmpatch.frozen import record_fields
 from vmpatch.records.root import ModuleHashesRoot
 
 __all__ = ["SCHEMAS", "document", "hex_or_none", "to_json"]
@@ -64,7 +69,9 @@ def to_json(value: Any) -> Any:
     if isinstance(value, ModuleHashesRoot):
         return {"levels": value.levels, "root": value.digest.hex()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _dataclass(value)
+        return _document(value, [field.name for field in dataclasses.fields(value)])
+    if (names := record_fields(value)) is not None:  # vmpatch.frozen: a dataclass's stand-in
+        return _document(value, names)
     if isinstance(value, dict):
         return {str(key): to_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -72,18 +79,18 @@ def to_json(value: Any) -> Any:
     raise TypeError(f"no JSON form for {type(value).__name__}")
 
 
-def _dataclass(value: Any) -> dict[str, Any]:
+def _document(value: Any, names: Sequence[str]) -> dict[str, Any]:
     cls = type(value)
     rename = dict(getattr(cls, "json_rename", ()))
     skip: tuple[str, ...] = getattr(cls, "json_skip", ())
     hexed: tuple[str, ...] = getattr(cls, "json_hex", ())
     doc: dict[str, Any] = {}
-    for field in dataclasses.fields(value):
-        if field.name in skip:
+    for name in names:
+        if name in skip:
             continue
-        item = getattr(value, field.name)
-        key = rename.get(field.name, field.name)
-        doc[key] = hex_or_none(item) if field.name in hexed else to_json(item)
+        item = getattr(value, name)
+        key = rename.get(name, name)
+        doc[key] = hex_or_none(item) if name in hexed else to_json(item)
     for key, attribute in getattr(cls, "json_extra", ()):
         doc[key] = to_json(getattr(value, attribute))
     return doc

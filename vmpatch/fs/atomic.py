@@ -18,11 +18,16 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from vmpatch.errors import InputError, SystemFailure
+
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import BinaryIO
 
 __all__ = [
     "TEMP_MARK",

@@ -20,9 +20,14 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Callable, Iterator, Sequence
 
 from vmpatch.errors import SystemFailure
+
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["Busy", "locked"]
 

@@ -16,19 +16,19 @@ input, hence three rules here:
   ignores after the first gzip member / xz stream / zstd frame is ignored.
 
 This module is imported by the per-module install hook, so it imports only
-the standard library at module level; ``zstandard`` is imported on first use.
+the standard library at module level, and of that only what a plain ``.ko``
+needs: each codec's library (gzip, lzma, ``zstandard``) is imported on first
+use, so a ``.ko.xz`` never loads gzip and a ``.ko`` none of them.
 """
 
 from __future__ import annotations
 
 import enum
-import gzip
-import lzma
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import open_input
 
 __all__ = [
@@ -92,7 +92,7 @@ class Codec(enum.Enum):
 MODULE_SUFFIXES = tuple(".ko" + codec.suffix for codec in Codec)
 
 
-@dataclass(frozen=True)
+@frozen
 class ModuleContent:
     """A module file as the kernel sees it.
 
@@ -163,14 +163,14 @@ def decompress(
     kernel refuses the file (for instance an xz CRC64 check) and for
     oversized data.
     """
-    from vmpatch.ko import kdecompress
-
     where = Path(path)
     _check_magic(where, codec, data)
     if codec is Codec.NONE:
         if len(data) > max_size:
             raise _too_big(where, max_size)
         return data
+    from vmpatch.ko import kdecompress  # loads the codec libraries it needs on use
+
     try:
         return kdecompress.kernel_decompress(data, codec.label, max_size=max_size).data
     except kdecompress.LimitExceeded:
@@ -239,8 +239,12 @@ def compress(data: bytes, codec: Codec) -> bytes:
     if codec is Codec.NONE:
         return data
     if codec is Codec.GZIP:
+        import gzip  # lazy, as each codec here: a plain module's append loads none
+
         return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
     if codec is Codec.XZ:
+        import lzma
+
         filters = [{"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET, "dict_size": XZ_DICT_SIZE}]
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
     import zstandard  # lazy: keeps the install hook's import cheap

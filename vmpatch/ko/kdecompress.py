@@ -21,18 +21,17 @@ the file with zlib/liblzma/libzstd itself and passes plain bytes to
 ``init_module`` (kmod's libkmod/libkmod-file-*.c), taking every concatenated
 stream, member or frame.
 
-Standard library only at import time; ``zstandard`` is imported on first use.
+Standard library only at import time; ``lzma`` and ``zstandard`` are imported
+on first use, so a ``.ko.gz`` loads neither (the install hook decodes one module).
 """
 
 from __future__ import annotations
 
 import enum
-import lzma
 import struct
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 
+from vmpatch.frozen import frozen
 from vmpatch.streams import (
     Decoder,
     LimitExceeded,
@@ -41,6 +40,12 @@ from vmpatch.streams import (
     ZstdStream,
     bounded_decode,
 )
+
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "ALL_XZ_BCJ",
@@ -105,7 +110,7 @@ class Unmodelled(Exception):
     """The file needs a decoder feature this Python's libraries lack (e.g. a newer BCJ filter)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Decoded:
     """What the kernel verifies, and how much of the file it read to get there."""
 
@@ -146,7 +151,7 @@ _BCJ_NAMES = {
 ALL_XZ_BCJ = frozenset(fid for fid, option in XZ_BCJ_FILTERS.items() if fid != 6)
 
 
-@dataclass(frozen=True)
+@frozen
 class XzFilters:
     """The BCJ filter IDs the kernel's xz_dec was built with (from its CONFIG_XZ_DEC_*)."""
 
@@ -167,6 +172,8 @@ def _raw_inflate(data: bytes | memoryview) -> ZlibStream:
 
 def _unxz(data: bytes | memoryview) -> OneCallStream:
     """liblzma's single-stream .xz decoder (stops at the first Stream Footer)."""
+    import lzma
+
     return OneCallStream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), data)
 
 
@@ -348,6 +355,8 @@ def _xz_block_offsets(stream: bytes) -> list[int]:
 
 
 def _kernel_unxz(data: bytes, max_size: int, filters: XzFilters) -> Decoded:
+    import lzma
+
     # module_xz_decompress(): the six magic bytes, then xz_dec_init(XZ_DYNALLOC, (u32)-1).
     if len(data) < 6 or data[:6] != XZ_MAGIC:
         raise KernelRefusal(
@@ -511,6 +520,8 @@ def userspace_decompress(data: bytes, codec: str, *, max_size: int) -> Decoded:
     gzread ignores trailing garbage after a member. This path is modelled from
     kmod's sources and was not judged by a real kernel.
     """
+    import lzma
+
     data = bytes(data)
     pieces: list[bytes] = []
     pos = 0

@@ -32,13 +32,11 @@ modules; ELF parsing, the verifier and the strip machinery load on use.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from vmpatch.errors import InputError, MismatchError, SystemFailure, UsageError
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import atomic_write, open_input
 from vmpatch.fs.lock import locked
 from vmpatch.ko.compression import (
@@ -61,7 +59,13 @@ from vmpatch.records.trailer import (
     signature_info,
 )
 
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from vmpatch.records.root import ModuleHashesRoot
     from vmpatch.verdict import KernelModel, Verdict, VerdictKind
 
@@ -98,7 +102,7 @@ class StripAction(StrEnum):
     NO_TRAILER = "no trailer"
 
 
-@dataclass(frozen=True)
+@frozen
 class AppendResult:
     """What one append did.
 
@@ -140,7 +144,7 @@ class AppendResult:
     json_extra = (("replaced_trailer", "replaced_trailer"), ("changed", "changed"))
 
 
-@dataclass(frozen=True)
+@frozen
 class StripProofResult:
     """What one strip-proof did: the trailers removed, last first.
 
@@ -173,7 +177,7 @@ class StripProofResult:
 # The proof file
 
 
-@dataclass(frozen=True)
+@frozen
 class Proof:
     path: Path
     data: bytes
@@ -248,7 +252,7 @@ def read_proof_file(path: Path) -> Proof:
 # Appending
 
 
-@dataclass(frozen=True)
+@frozen
 class _Planned:
     content: ModuleContent
     new_data: bytes | None  # kernel-visible bytes to write; None when unchanged

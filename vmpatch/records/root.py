@@ -17,8 +17,8 @@ defined by the series; any other size is an unsupported layout, never guessed.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Literal
+
+from vmpatch.frozen import frozen
 
 __all__ = [
     "DIGEST_SIZE",
@@ -29,7 +29,15 @@ __all__ = [
     "ModuleHashesRoot",
 ]
 
-ByteOrder = Literal["little", "big"]
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    ByteOrder = Literal["little", "big"]
+else:
+    ByteOrder = str  # importable at run time too; only annotations use it
 
 #: SHA-256, the only digest the series defines (MODULE_HASHES_HASH_SIZE).
 DIGEST_SIZE = 32
@@ -45,7 +53,7 @@ ROOT_RECORD_SIZE = _LEVELS["little"].size + DIGEST_SIZE
 MAX_LEVELS = 32
 
 
-@dataclass(frozen=True)
+@frozen
 class ModuleHashesRoot:
     """A decoded root: the tree height and the root digest."""
 

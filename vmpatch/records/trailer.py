@@ -28,9 +28,15 @@ This module is imported by the modules_install hook: standard library only.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+
+from vmpatch.frozen import frozen
+
+#: typing loads only for type checkers (mypy reads this constant as true): the
+#: install hook imports this module (vmpatch.frozen says what its imports cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "DIGEST_SIZE",
@@ -114,7 +120,7 @@ def type_label(id_type: int) -> str:
     return f"unknown type {id_type}"
 
 
-@dataclass(frozen=True)
+@frozen
 class SignatureInfo:
     """The ``struct module_signature`` in front of the marker at the end of some bytes.
 
@@ -149,7 +155,7 @@ def signature_info(data: bytes | memoryview) -> SignatureInfo | None:
     return SignatureInfo(id_type=id_type, sig_len=sig_len, info_at=info_at, zero_fields=zero)
 
 
-@dataclass(frozen=True)
+@frozen
 class Trailer:
     """The last trailer of a module, as its bytes lay it out (not yet judged).
 
