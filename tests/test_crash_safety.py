@@ -21,18 +21,19 @@ half-written states, so a sweep that passes means something.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from clirun import tool
+from clirun import tool, vmpatch
 from conftest import TESTDATA, require, require_tool
-from killer import INSIDE, listing, sweep, timed_run, wait_gone
+from killer import INSIDE, Kill, Sweep, listing, sweep, timed_run, wait_gone
 
 from vmpatch.fs.atomic import TEMP_MARK
 from vmpatch.records.trailer import merkle_trailer
@@ -628,21 +629,31 @@ def test_strip_tree_survives_sigkill(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 # Whole-run sweeps over trees of a few hundred modules (issue 13.2)
 #
-# At least 50 kill moments per command, half of them aimed at the write window
-# (killer.sweep's ``triggered``), over 300 modules: the installed copies are
-# gzip and plain (cheap), with some xz and zstd. After every kill each file is
-# exactly its old or its new content (a multi-file command may leave a mix of
-# old and new files, never a partial one) and only temp files are new; a
-# complete re-run then finishes the job. `ko append-tree` is swept in the
-# default suite; `tree`, `patch --from-tree` and `ko strip-proof` over the
-# same tree are heavier and run with VMPATCH_KILL_SWEEP=full (README).
+# Each of `ko append-tree`, `tree`, `patch --from-tree` and `ko strip-proof`
+# over 300 modules (the installed copies gzip and plain, cheap, with some xz
+# and zstd) is killed at 26 evenly spaced moments and 25 aimed at the write
+# window (killer.sweep's ``triggered``), and again while fewer than 50 kills
+# landed. At least 40% of the kills must land between the first write and the
+# last rename; where each landed is printed and kept in the assertion message.
+# After every kill each file is exactly its old or its new content (a
+# multi-file command may leave a mix, never a partial file) and only temp files
+# are new. On a spread sample of kills (every VERIFY_EVERY-th, and every one
+# that left a mix of old and new files) `vmpatch verify --json` must tell, module
+# by module, the state the bytes show; after every RERUN_EVERY-th kill a re-run
+# among what the kill left must end byte for byte as a run never interrupted.
 
-FULL_SWEEP = os.environ.get("VMPATCH_KILL_SWEEP") == "full"
 SWEEP_EVEN = 25  # + the immediate kill: 26 evenly spaced moments
 SWEEP_AIMED = 25  # kills that wait for the first temp file, spread over the window
+SWEEP_KILLS = 50  # kills that landed (the run still going), at least
 SWEEP_SHARE = 0.4
 SWEEP_MODULES = 300
 SUFFIXES = (".ko.gz", ".ko", ".ko.gz", ".ko", ".ko.gz", ".ko", ".ko.xz", ".ko.zst")
+
+#: `vmpatch verify` after every VERIFY_EVERY-th kill (and every mixed state):
+#: a verify of 300 modules costs about as much as the kill itself.
+VERIFY_EVERY = 3
+#: A re-run from the killed state after every RERUN_EVERY-th kill (a whole run each).
+RERUN_EVERY = 5
 
 
 def installed_copy(build: Path, dest: Path) -> list[Path]:
@@ -663,7 +674,17 @@ def installed_copy(build: Path, dest: Path) -> list[Path]:
 
 
 def snapshot_files(top: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
+    """Every file under ``top`` and its bytes, temp files left out (checked by name)."""
+    found = sorted(top.rglob("*"))
+    return {p: p.read_bytes() for p in found if p.is_file() and TEMP_MARK not in p.name}
+
+
+#: Files and their bytes (a snapshot_files result).
+Files = Mapping[Path, bytes]
+
+#: Judges a killed state with `vmpatch verify`: given the files now, before and
+#: after a complete run, it raises AssertionError or describes what verify said.
+Judge = Callable[[Files, Files, Files], str]
 
 
 def old_or_new_sweep(
@@ -672,12 +693,15 @@ def old_or_new_sweep(
     initial: Mapping[Path, bytes],
     *,
     label: str,
-) -> None:
+    judge: Judge,
+) -> Sweep:
     """Sweep ``args`` over ``work``: every file stays its initial or its final bytes.
 
     ``initial`` is every file of ``work`` before a run; a reference run gives
     the final bytes. New files may be the run's outputs (then final) or temp
-    files; files of ``initial`` may be neither missing nor partial.
+    files; files of ``initial`` may be neither missing nor partial. ``judge``
+    runs on the sampled kills (module comment above), then a re-run on every
+    RERUN_EVERY-th.
     """
 
     def reset() -> None:
@@ -689,11 +713,13 @@ def old_or_new_sweep(
                 p.write_bytes(data)
 
     reset()
-    assert timed_run(*args) > 0
+    duration = timed_run(*args)
     final = snapshot_files(work)
     reset()
     before = listing(work)
     outputs = [p for p in final if p not in initial]
+    changed = sum(1 for p in final if final[p] != initial.get(p))
+    assert changed >= SWEEP_MODULES, f"a complete {label} changed only {changed} files"
 
     def check() -> tuple[str, list[str]]:
         now = snapshot_files(work)
@@ -707,14 +733,27 @@ def old_or_new_sweep(
             if p in now:
                 assert now[p] == final[p], f"{p} is a partial output"
                 new_count += 1
-        changed = sum(1 for p in final if final[p] != initial.get(p))
+        stray = [p for p in now if p not in initial and p not in final]
+        assert not stray, f"unexpected new files {stray[:3]}"
         temps = temp_files(work, before | {str(p.relative_to(work)) for p in outputs}, final)
         if new_count == 0:
             return "old", temps
         return ("new" if new_count == changed else "old and new files"), temps
 
-    duration = timed_run(*args)
-    reset()
+    verified: Counter[str] = Counter()
+    reruns = 0
+
+    def after(index: int, kill: Kill) -> None:
+        nonlocal reruns
+        if index % VERIFY_EVERY == 0 or kill.state == "old and new files":
+            verified[judge(snapshot_files(work), initial, final)] += 1
+        if index % RERUN_EVERY == 0:
+            timed_run(*args)  # among whatever the kill left behind
+            now = snapshot_files(work)
+            differ = sorted(p for p in set(now) | set(final) if now.get(p) != final.get(p))
+            assert not differ, f"a re-run after the kill left {len(differ)} files: {differ[:3]}"
+            reruns += 1
+
     result = sweep(
         args,
         duration,
@@ -724,17 +763,79 @@ def old_or_new_sweep(
         watch=work,
         window_share=SWEEP_SHARE,
         triggered=SWEEP_AIMED,
+        min_killed=SWEEP_KILLS,
+        after=after,
     )
     landed = result.landed
-    print(f"\n{label}: {len(result.kills)} kills; {result.summary()}")
-    assert len(result.kills) >= 50
-    assert landed[INSIDE] >= SWEEP_SHARE * result.killed
-    assert result.complete == "new"
-    reset()
-    timed_run(*args)  # among the leftovers of every kill: completes the job
-    now = snapshot_files(work)
-    assert {p: now[p] for p in final} == final
-    assert not [p for p in now if p not in final and TEMP_MARK not in p.name]
+    report = (
+        f"{label}: {len(result.kills)} kills; {result.summary()}; where each landed "
+        f"(b before, i inside, a after, - finished first; aimed in capitals): "
+        f"{result.landings()}; verify agreed after {sum(verified.values())} kills "
+        f"({', '.join(f'{n}x {v}' for v, n in sorted(verified.items()))}); "
+        f"{reruns} re-runs completed"
+    )
+    print(f"\n{report}")
+    assert result.killed >= SWEEP_KILLS, report
+    assert landed[INSIDE] >= SWEEP_SHARE * result.killed, report
+    assert result.complete == "new", report
+    assert sum(verified.values()) >= SWEEP_KILLS // VERIFY_EVERY and reruns >= 10, report
+    return result
+
+
+def verify_json(kernel: Path, modules: Sequence[Path]) -> tuple[int, dict[str, Any]]:
+    """`vmpatch verify --kernel KERNEL --json MODULES`: exit code and report."""
+    proc = vmpatch("verify", "--kernel", kernel, "--json", *modules, timeout=None)
+    assert proc.returncode in (0, 1), f"verify exited {proc.returncode}: {proc.stderr}"
+    return proc.returncode, proc.json()
+
+
+def verdict_of(entry: Mapping[str, Any]) -> tuple[str, int | None, str | None]:
+    """A verify entry as (verdict, proof position when accepted, cause when rejected)."""
+    assert "error" not in entry, entry
+    if entry["verdict"] == "ACCEPT":
+        return "ACCEPT", entry["trailer"]["position"], None
+    return entry["verdict"], None, (entry["explanation"] or {}).get("cause")
+
+
+def expected_verdict(index: int, proof: bool, patched: bool) -> tuple[str, int | None, str | None]:
+    """What the kernel does with the module at ``index``, from what the bytes showed:
+    it loads with its proof under the tree's root, else no proof, else a blank root."""
+    if proof and patched:
+        return "ACCEPT", index, None
+    return "REJECT", None, "kernel-not-patched" if proof else "no-proof"
+
+
+def judge_verdicts(
+    kernel: Path, modules: Sequence[Path], proofs: Sequence[bool], *, patched: bool = True
+) -> str:
+    """Verify ``modules`` (in modules.order order) against ``kernel``: module ``i`` must be
+    accepted at position ``i`` exactly when ``proofs[i]`` and the kernel is ``patched``."""
+    code, report = verify_json(kernel, modules)
+    assert report["placeholder"] is not patched, f"verify says placeholder={report['placeholder']}"
+    entries = {entry["path"]: entry for entry in report["modules"]}
+    wrong = []
+    for index, (module, proof) in enumerate(zip(modules, proofs, strict=True)):
+        got = verdict_of(entries[str(module)])
+        want = expected_verdict(index, proof, patched)
+        if got != want:
+            wrong.append(f"{module.name}: verify {got}, the bytes say {want}")
+    assert not wrong, f"{len(wrong)} verdicts disagree with the bytes: {wrong[:3]}"
+    accepted = sum(proofs) if patched else 0
+    assert code == (0 if accepted == len(modules) else 1), f"verify exited {code}"
+    return f"{accepted}/{len(modules)} accepted"
+
+
+def installed_view(view: Path, modules: Sequence[Path], now: Mapping[Path, bytes]) -> list[Path]:
+    """What `make modules_install` would install from the build tree as it is now:
+    each module with its ``.merkle`` appended when there is one, in ``view``."""
+    shutil.rmtree(view, ignore_errors=True)
+    view.mkdir()
+    made = []
+    for index, module in enumerate(modules):
+        target = view / f"m{index:03d}.ko"
+        target.write_bytes(now[module] + now.get(module.with_suffix(".merkle"), b""))
+        made.append(target)
+    return made
 
 
 def sweep_tree(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
@@ -744,41 +845,110 @@ def sweep_tree(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
     return build, dest, installed_copy(build, dest)
 
 
+def build_modules(build: Path) -> list[Path]:
+    """The build tree's modules in modules.order order."""
+    order = (build / "modules.order").read_text().splitlines()
+    return [build / (line[: -len(".o")] + ".ko") for line in order]
+
+
 def test_append_tree_survives_50_kills(tmp_path: Path) -> None:
-    """`ko append-tree --dest` over 300 installed modules (gzip, plain, xz, zstd), 51 kills."""
-    build, dest, _modules = sweep_tree(tmp_path)
-    assert timed_run("tree", build) > 0
+    """`ko append-tree --dest` over 300 installed modules (gzip, plain, xz, zstd).
+
+    The build tree was patched (`patch --from-tree`), so verify against its
+    vmlinux accepts exactly the modules whose bytes are the appended ones.
+    """
+    build, dest, modules = sweep_tree(tmp_path)
+    assert timed_run("patch", "--from-tree", build, build / "vmlinux") > 0
     work = tmp_path / "work"
     args: list[str | Path] = ["ko", "append-tree", build, "--dest", dest]
-    old_or_new_sweep(args, work, snapshot_files(work), label="ko append-tree")
+    initial = snapshot_files(work)
+
+    def judge(
+        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
+    ) -> str:
+        return judge_verdicts(build / "vmlinux", modules, [now[m] == new[m] for m in modules])
+
+    old_or_new_sweep(args, work, initial, label="ko append-tree", judge=judge)
 
 
-@pytest.mark.skipif(not FULL_SWEEP, reason="heavy sweep: set VMPATCH_KILL_SWEEP=full")
-def test_tree_survives_50_kills(tmp_path: Path) -> None:
-    """`vmpatch tree` over 300 modules, 51 kills: each .merkle absent or final."""
-    build, _dest, _modules = sweep_tree(tmp_path)
-    work = tmp_path / "work"
-    old_or_new_sweep(["tree", build], work, snapshot_files(work), label="tree")
-
-
-@pytest.mark.skipif(not FULL_SWEEP, reason="heavy sweep: set VMPATCH_KILL_SWEEP=full")
-def test_patch_from_tree_survives_50_kills(tmp_path: Path) -> None:
-    """`patch --from-tree` over 300 modules and a vmlinux patched in place, 51 kills."""
-    build, _dest, _modules = sweep_tree(tmp_path)
-    work = tmp_path / "work"
-    args: list[str | Path] = ["patch", "--from-tree", build, build / "vmlinux"]
-    old_or_new_sweep(args, work, snapshot_files(work), label="patch --from-tree")
-
-
-@pytest.mark.skipif(not FULL_SWEEP, reason="heavy sweep: set VMPATCH_KILL_SWEEP=full")
 def test_strip_proof_many_survives_50_kills(tmp_path: Path) -> None:
-    """`ko strip-proof` of 300 installed modules carrying proofs, 51 kills."""
+    """`ko strip-proof` of 300 installed modules carrying proofs.
+
+    Verify against the patched vmlinux accepts exactly the modules whose bytes
+    still carry their proof.
+    """
     build, dest, modules = sweep_tree(tmp_path)
-    assert timed_run("tree", build) > 0
+    assert timed_run("patch", "--from-tree", build, build / "vmlinux") > 0
     assert timed_run("ko", "append-tree", build, "--dest", dest) > 0
     work = tmp_path / "work"
     args: list[str | Path] = ["ko", "strip-proof", *modules]
-    old_or_new_sweep(args, work, snapshot_files(work), label="ko strip-proof")
+    initial = snapshot_files(work)
+
+    def judge(
+        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
+    ) -> str:
+        return judge_verdicts(build / "vmlinux", modules, [now[m] == old[m] for m in modules])
+
+    old_or_new_sweep(args, work, initial, label="ko strip-proof", judge=judge)
+
+
+def test_tree_survives_50_kills(tmp_path: Path) -> None:
+    """`vmpatch tree` over 300 modules: each .merkle absent or final.
+
+    Verify judges what `make modules_install` would install from the tree as
+    the kill left it (module + .merkle where there is one) against a vmlinux
+    patched with the tree's root beforehand (outside the swept directory):
+    exactly the modules whose proof was written are accepted.
+    """
+    build, _dest, _modules = sweep_tree(tmp_path)
+    kernel = tmp_path / "kernel"
+    kernel.mkdir()
+    args: list[str | Path] = ["--from-tree", build, "--output", kernel / "vmlinux"]
+    assert timed_run("patch", *args, build / "vmlinux") > 0
+    for proof in build.rglob("*.merkle"):
+        proof.unlink()
+    modules = build_modules(build)
+    work = tmp_path / "work"
+    initial = snapshot_files(work)
+
+    def judge(
+        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
+    ) -> str:
+        view = installed_view(tmp_path / "view", modules, now)
+        proofs = [m.with_suffix(".merkle") in now for m in modules]
+        return judge_verdicts(kernel / "vmlinux", view, proofs)
+
+    old_or_new_sweep(["tree", build], work, initial, label="tree", judge=judge)
+
+
+def test_patch_from_tree_survives_50_kills(tmp_path: Path) -> None:
+    """`patch --from-tree` over 300 modules and a vmlinux patched in place.
+
+    Verify judges the install of the tree as the kill left it against that
+    vmlinux as the kill left it: with the old (blank) root every proof is
+    refused, with the new one exactly the modules with a proof load. The root
+    is written only after every proof (README): a new root with a proof
+    missing fails.
+    """
+    build, _dest, _modules = sweep_tree(tmp_path)
+    modules = build_modules(build)
+    vmlinux = build / "vmlinux"
+    work = tmp_path / "work"
+    args: list[str | Path] = ["patch", "--from-tree", build, vmlinux]
+    initial = snapshot_files(work)
+
+    def judge(
+        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
+    ) -> str:
+        patched = now[vmlinux] == new[vmlinux]
+        proofs = [m.with_suffix(".merkle") in now for m in modules]
+        assert not patched or all(proofs), "the root was written before every proof"
+        view = installed_view(tmp_path / "view", modules, now)
+        return ("new root, " if patched else "old root, ") + judge_verdicts(
+            vmlinux, view, proofs, patched=patched
+        )
+
+    old_or_new_sweep(args, work, initial, label="patch --from-tree", judge=judge)
 
 
 @pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
