@@ -287,6 +287,10 @@ def sweep(
         aimed = count // 2 if triggered is None else triggered
         moments += [(d, True) for d in window_delays(window, aimed)]
     extra = 0
+    # The watched run polls for temp files all along, the aimed runs only until
+    # the first: their windows are shorter. Each aimed kill that comes too late
+    # (after the last rename, or the run finished) shrinks the later delays.
+    scale = 1.0
     while moments or (result.killed < min_killed and extra < 2 * min_killed):
         if moments:
             delay, aimed_kill = moments.pop(0)
@@ -297,6 +301,8 @@ def sweep(
                 delay, aimed_kill = duration * fraction, False
             else:
                 delay, aimed_kill = (window[1] - window[0]) * fraction, True
+        if aimed_kill:
+            delay *= scale
         reset()
         if aimed_kill:
             assert watch is not None
@@ -318,6 +324,8 @@ def sweep(
         where = landing(state, temps, result.initial, result.complete)
         kill = Kill(delay, status, state, tuple(temps), where, aimed_kill)
         result.kills.append(kill)
+        if aimed_kill and (status != -9 or where == AFTER):
+            scale *= 0.8
         if after is not None:
             try:
                 after(len(result.kills) - 1, kill)

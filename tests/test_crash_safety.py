@@ -25,8 +25,8 @@ import random
 import re
 import shutil
 import stat
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -500,20 +500,19 @@ def workers_gone(marker: str, outlived: list[float]) -> None:
         outlived.append(waited)
 
 
-@pytest.mark.parametrize("kind", ["kbuild-x86_64", "generated-300"])
-def test_tree_survives_sigkill(tmp_path: Path, kind: str) -> None:
-    """`vmpatch tree` killed anywhere: each .merkle is absent or final, no module changes.
+def test_tree_survives_sigkill(tmp_path: Path) -> None:
+    """`vmpatch tree` of the kbuild tree (5 modules, threads) killed anywhere: each
+    .merkle is absent or final, no module changes.
 
     No process of the killed run may live on for more than a few seconds; a
     complete run afterwards, among the temp files left, writes every proof.
     The proofs are written as one batch (vmpatch.fs.atomic.durable_batch:
-    every temporary written and flushed, then all renamed); 300 modules are
-    more than one batch of open temporaries, so a kill lands between batches,
-    during the flushes and among the renames (some proofs final, some absent).
+    every temporary written and flushed, then all renamed). 300 modules
+    (forked hashing workers, more than one batch of open temporaries) are
+    test_tree_survives_50_kills.
     """
-    make = copy_kbuild if kind == "kbuild-x86_64" else generated_tree
-    build = make(tmp_path / "build")
-    reference = make(tmp_path / "reference")
+    build = copy_kbuild(tmp_path / "build")
+    reference = copy_kbuild(tmp_path / "reference")
     args: list[str | Path] = ["tree", "--workers", "2"]
     duration = timed_run(*args, reference)
     proofs = {build / p.relative_to(reference): p.read_bytes() for p in reference.rglob("*.merkle")}
@@ -538,7 +537,7 @@ def test_tree_survives_sigkill(tmp_path: Path, kind: str) -> None:
 
     result = sweep([*args, build], duration, reset=reset, check=check, watch=build)
     print(
-        f"\ntree {kind}: {result.summary()}; a process outlived the parent "
+        f"\ntree kbuild-x86_64: {result.summary()}; a process outlived the parent "
         f"{len(outlived)}x, at most {max(outlived, default=0):.3f}s"
     )
     assert result.states["no proofs"] >= 1
@@ -637,10 +636,11 @@ def test_strip_tree_survives_sigkill(tmp_path: Path) -> None:
 # last rename; where each landed is printed and kept in the assertion message.
 # After every kill each file is exactly its old or its new content (a
 # multi-file command may leave a mix, never a partial file) and only temp files
-# are new. On a spread sample of kills (every VERIFY_EVERY-th, and every one
-# that left a mix of old and new files) `vmpatch verify --json` must tell, module
-# by module, the state the bytes show; after every RERUN_EVERY-th kill a re-run
-# among what the kill left must end byte for byte as a run never interrupted.
+# are new, and no process of the killed run (a forked hashing worker) outlives
+# it for long. On a spread sample of kills (VERIFY_EVERY below) `vmpatch verify
+# --json` must tell, module by module, the state the bytes show; after every
+# RERUN_EVERY-th kill a re-run among what the kill left must end byte for byte
+# as a run never interrupted.
 
 SWEEP_EVEN = 25  # + the immediate kill: 26 evenly spaced moments
 SWEEP_AIMED = 25  # kills that wait for the first temp file, spread over the window
@@ -649,11 +649,12 @@ SWEEP_SHARE = 0.4
 SWEEP_MODULES = 300
 SUFFIXES = (".ko.gz", ".ko", ".ko.gz", ".ko", ".ko.gz", ".ko", ".ko.xz", ".ko.zst")
 
-#: `vmpatch verify` after every VERIFY_EVERY-th kill (and every mixed state):
-#: a verify of 300 modules costs about as much as the kill itself.
-VERIFY_EVERY = 3
+#: `vmpatch verify` after every VERIFY_EVERY-th kill, every third kill that left
+#: a mix of old and new files, and the first kill leaving each state: a verify
+#: of 300 modules costs about as much as a kill, too much after every one.
+VERIFY_EVERY = 4
 #: A re-run from the killed state after every RERUN_EVERY-th kill (a whole run each).
-RERUN_EVERY = 5
+RERUN_EVERY = 10
 
 
 def installed_copy(build: Path, dest: Path) -> list[Path]:
@@ -719,9 +720,11 @@ def old_or_new_sweep(
     before = listing(work)
     outputs = [p for p in final if p not in initial]
     changed = sum(1 for p in final if final[p] != initial.get(p))
+    outlived: list[float] = []
     assert changed >= SWEEP_MODULES, f"a complete {label} changed only {changed} files"
 
     def check() -> tuple[str, list[str]]:
+        workers_gone(str(work), outlived)
         now = snapshot_files(work)
         new_count = 0
         for p, data in initial.items():
@@ -740,13 +743,15 @@ def old_or_new_sweep(
             return "old", temps
         return ("new" if new_count == changed else "old and new files"), temps
 
-    verified: Counter[str] = Counter()
+    verified: list[str] = []
     reruns = 0
 
     def after(index: int, kill: Kill) -> None:
         nonlocal reruns
-        if index % VERIFY_EVERY == 0 or kill.state == "old and new files":
-            verified[judge(snapshot_files(work), initial, final)] += 1
+        mixed = kill.state == "old and new files"
+        if kill.state not in seen_states or index % VERIFY_EVERY == 0 or (mixed and index % 3 == 0):
+            verified.append(judge(snapshot_files(work), initial, final))
+            seen_states.add(kill.state)
         if index % RERUN_EVERY == 0:
             timed_run(*args)  # among whatever the kill left behind
             now = snapshot_files(work)
@@ -754,6 +759,7 @@ def old_or_new_sweep(
             assert not differ, f"a re-run after the kill left {len(differ)} files: {differ[:3]}"
             reruns += 1
 
+    seen_states: set[str] = set()
     result = sweep(
         args,
         duration,
@@ -770,15 +776,18 @@ def old_or_new_sweep(
     report = (
         f"{label}: {len(result.kills)} kills; {result.summary()}; where each landed "
         f"(b before, i inside, a after, - finished first; aimed in capitals): "
-        f"{result.landings()}; verify agreed after {sum(verified.values())} kills "
-        f"({', '.join(f'{n}x {v}' for v, n in sorted(verified.items()))}); "
-        f"{reruns} re-runs completed"
+        f"{result.landings()}; verify agreed with the bytes after {len(verified)} kills "
+        f"({len(set(verified))} distinct states, e.g. {', '.join(sorted(set(verified))[:4])}); "
+        f"{reruns} re-runs from a killed state completed; a process outlived the killed "
+        f"run {len(outlived)}x, at most {max(outlived, default=0):.3f}s"
     )
     print(f"\n{report}")
     assert result.killed >= SWEEP_KILLS, report
     assert landed[INSIDE] >= SWEEP_SHARE * result.killed, report
     assert result.complete == "new", report
-    assert sum(verified.values()) >= SWEEP_KILLS // VERIFY_EVERY and reruns >= 10, report
+    assert len(verified) >= SWEEP_KILLS // VERIFY_EVERY and reruns >= SWEEP_KILLS // RERUN_EVERY, (
+        report
+    )
     return result
 
 
@@ -851,123 +860,137 @@ def build_modules(build: Path) -> list[Path]:
     return [build / (line[: -len(".o")] + ".ko") for line in order]
 
 
-def test_append_tree_survives_50_kills(tmp_path: Path) -> None:
-    """`ko append-tree --dest` over 300 installed modules (gzip, plain, xz, zstd).
+@dataclass(frozen=True)
+class SweptCommand:
+    """One command of the whole-tree sweeps, ready to run over ``work``."""
 
-    The build tree was patched (`patch --from-tree`), so verify against its
-    vmlinux accepts exactly the modules whose bytes are the appended ones.
+    label: str
+    args: list[str | Path]
+    work: Path
+    judge: Judge
+
+
+def swept_command(tmp_path: Path, command: str) -> SweptCommand:
+    """``command`` over a fresh 300-module tree, with what it needs done before it.
+
+    * `ko append-tree`: the build tree was patched (`patch --from-tree`), so
+      verify against its vmlinux accepts exactly the installed modules whose
+      bytes are the appended ones;
+    * `ko strip-proof` of those modules once appended: verify accepts exactly
+      the ones whose bytes still carry their proof;
+    * `tree` (``--workers 2``: 300 modules are above merkle's
+      _PROCESS_THRESHOLD, hashing forks workers): verify judges what `make
+      modules_install` would install from the tree as the kill left it (module
+      + .merkle where there is one) against a vmlinux patched with the tree's
+      root beforehand, outside the swept directory: exactly the modules whose
+      proof was written are accepted;
+    * `patch --from-tree` with the vmlinux patched in place: the same install
+      judged against that vmlinux as the kill left it: with the old (blank)
+      root every proof is refused, with the new one every module loads. The
+      root is written only after every proof (README): a new root with a proof
+      missing fails.
     """
-    build, dest, modules = sweep_tree(tmp_path)
-    assert timed_run("patch", "--from-tree", build, build / "vmlinux") > 0
+    build, dest, installed = sweep_tree(tmp_path)
     work = tmp_path / "work"
-    args: list[str | Path] = ["ko", "append-tree", build, "--dest", dest]
-    initial = snapshot_files(work)
-
-    def judge(
-        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
-    ) -> str:
-        return judge_verdicts(build / "vmlinux", modules, [now[m] == new[m] for m in modules])
-
-    old_or_new_sweep(args, work, initial, label="ko append-tree", judge=judge)
-
-
-def test_strip_proof_many_survives_50_kills(tmp_path: Path) -> None:
-    """`ko strip-proof` of 300 installed modules carrying proofs.
-
-    Verify against the patched vmlinux accepts exactly the modules whose bytes
-    still carry their proof.
-    """
-    build, dest, modules = sweep_tree(tmp_path)
-    assert timed_run("patch", "--from-tree", build, build / "vmlinux") > 0
-    assert timed_run("ko", "append-tree", build, "--dest", dest) > 0
-    work = tmp_path / "work"
-    args: list[str | Path] = ["ko", "strip-proof", *modules]
-    initial = snapshot_files(work)
-
-    def judge(
-        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
-    ) -> str:
-        return judge_verdicts(build / "vmlinux", modules, [now[m] == old[m] for m in modules])
-
-    old_or_new_sweep(args, work, initial, label="ko strip-proof", judge=judge)
-
-
-def test_tree_survives_50_kills(tmp_path: Path) -> None:
-    """`vmpatch tree` over 300 modules: each .merkle absent or final.
-
-    Verify judges what `make modules_install` would install from the tree as
-    the kill left it (module + .merkle where there is one) against a vmlinux
-    patched with the tree's root beforehand (outside the swept directory):
-    exactly the modules whose proof was written are accepted.
-    """
-    build, _dest, _modules = sweep_tree(tmp_path)
-    kernel = tmp_path / "kernel"
-    kernel.mkdir()
-    args: list[str | Path] = ["--from-tree", build, "--output", kernel / "vmlinux"]
-    assert timed_run("patch", *args, build / "vmlinux") > 0
-    for proof in build.rglob("*.merkle"):
-        proof.unlink()
-    modules = build_modules(build)
-    work = tmp_path / "work"
-    initial = snapshot_files(work)
-
-    def judge(
-        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
-    ) -> str:
-        view = installed_view(tmp_path / "view", modules, now)
-        proofs = [m.with_suffix(".merkle") in now for m in modules]
-        return judge_verdicts(kernel / "vmlinux", view, proofs)
-
-    old_or_new_sweep(["tree", build], work, initial, label="tree", judge=judge)
-
-
-def test_patch_from_tree_survives_50_kills(tmp_path: Path) -> None:
-    """`patch --from-tree` over 300 modules and a vmlinux patched in place.
-
-    Verify judges the install of the tree as the kill left it against that
-    vmlinux as the kill left it: with the old (blank) root every proof is
-    refused, with the new one exactly the modules with a proof load. The root
-    is written only after every proof (README): a new root with a proof
-    missing fails.
-    """
-    build, _dest, _modules = sweep_tree(tmp_path)
-    modules = build_modules(build)
     vmlinux = build / "vmlinux"
-    work = tmp_path / "work"
-    args: list[str | Path] = ["patch", "--from-tree", build, vmlinux]
-    initial = snapshot_files(work)
+    modules = build_modules(build)
+    if command in ("ko append-tree", "ko strip-proof"):
+        assert timed_run("patch", "--from-tree", build, vmlinux) > 0
+    if command == "ko append-tree":
 
-    def judge(
-        now: Mapping[Path, bytes], old: Mapping[Path, bytes], new: Mapping[Path, bytes]
-    ) -> str:
+        def appended(now: Files, old: Files, new: Files) -> str:
+            return judge_verdicts(vmlinux, installed, [now[m] == new[m] for m in installed])
+
+        return SweptCommand(command, ["ko", "append-tree", build, "--dest", dest], work, appended)
+    if command == "ko strip-proof":
+        assert timed_run("ko", "append-tree", build, "--dest", dest) > 0
+
+        def stripped(now: Files, old: Files, new: Files) -> str:
+            return judge_verdicts(vmlinux, installed, [now[m] == old[m] for m in installed])
+
+        return SweptCommand(command, ["ko", "strip-proof", *installed], work, stripped)
+    view = tmp_path / "view"
+    if command == "tree":
+        kernel = tmp_path / "kernel" / "vmlinux"
+        kernel.parent.mkdir()
+        assert timed_run("patch", "--from-tree", build, "--output", kernel, vmlinux) > 0
+        for proof in build.rglob("*.merkle"):
+            proof.unlink()
+
+        def proved(now: Files, old: Files, new: Files) -> str:
+            proofs = [m.with_suffix(".merkle") in now for m in modules]
+            return judge_verdicts(kernel, installed_view(view, modules, now), proofs)
+
+        return SweptCommand(command, ["tree", "--workers", "2", build], work, proved)
+    assert command == "patch --from-tree", command
+
+    def rooted(now: Files, old: Files, new: Files) -> str:
         patched = now[vmlinux] == new[vmlinux]
         proofs = [m.with_suffix(".merkle") in now for m in modules]
         assert not patched or all(proofs), "the root was written before every proof"
-        view = installed_view(tmp_path / "view", modules, now)
-        return ("new root, " if patched else "old root, ") + judge_verdicts(
-            vmlinux, view, proofs, patched=patched
+        verdicts = judge_verdicts(
+            vmlinux, installed_view(view, modules, now), proofs, patched=patched
         )
+        return ("new root, " if patched else "old root, ") + verdicts
 
-    old_or_new_sweep(args, work, initial, label="patch --from-tree", judge=judge)
+    return SweptCommand(command, ["patch", "--from-tree", build, vmlinux], work, rooted)
 
 
-@pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
-def test_append_tree_stops_cleanly_on_signal(tmp_path: Path, signal_name: str, code: int) -> None:
-    """SIGINT/SIGTERM once writing began: exit 130/143, every file old or new, no temp left,
-    and a re-run completes the job."""
+def sweep_command(tmp_path: Path, command: str) -> None:
+    swept = swept_command(tmp_path, command)
+    initial = snapshot_files(swept.work)
+    old_or_new_sweep(swept.args, swept.work, initial, label=swept.label, judge=swept.judge)
+
+
+def test_append_tree_survives_50_kills(tmp_path: Path) -> None:
+    """`ko append-tree --dest` over 300 installed modules (gzip, plain, xz, zstd)."""
+    sweep_command(tmp_path, "ko append-tree")
+
+
+def test_strip_proof_many_survives_50_kills(tmp_path: Path) -> None:
+    """`ko strip-proof` of 300 installed modules carrying proofs."""
+    sweep_command(tmp_path, "ko strip-proof")
+
+
+def test_tree_survives_50_kills(tmp_path: Path) -> None:
+    """`vmpatch tree --workers 2` over 300 modules: each .merkle absent or final."""
+    sweep_command(tmp_path, "tree")
+
+
+def test_patch_from_tree_survives_50_kills(tmp_path: Path) -> None:
+    """`patch --from-tree` over 300 modules and a vmlinux patched in place."""
+    sweep_command(tmp_path, "patch --from-tree")
+
+
+SWEPT = ["ko append-tree", "tree", "patch --from-tree", "ko strip-proof"]
+SIGNALS = [("SIGINT", 130), ("SIGTERM", 143)] * 2
+
+
+@pytest.mark.parametrize(
+    ("command", "signal_name", "code"),
+    [(command, *signal) for command, signal in zip(SWEPT, SIGNALS, strict=True)],
+)
+def test_stops_cleanly_on_signal(tmp_path: Path, command: str, signal_name: str, code: int) -> None:
+    """SIGINT/SIGTERM once writing began: exit 130/143, every file old or new, no temp
+    left, verify tells the state, and a re-run completes the job.
+
+    Each command gets one of the two signals and each signal two commands:
+    both go through one handler (vmpatch.errors), and a case costs seconds.
+    """
     import signal
     import time
 
     from clirun import spawn_vmpatch
     from killer import temps_under
 
-    build, dest, modules = sweep_tree(tmp_path)
-    assert timed_run("tree", build) > 0
-    work = tmp_path / "work"
+    swept = swept_command(tmp_path, command)
+    work, args = swept.work, swept.args
     initial = snapshot_files(work)
-    args: list[str | Path] = ["ko", "append-tree", build, "--dest", dest]
     timed_run(*args)
     final = snapshot_files(work)
+    outputs = [p for p in final if p not in initial]
+    for p in outputs:
+        p.unlink()
     for p, data in initial.items():
         p.write_bytes(data)
     proc = spawn_vmpatch(*args)
@@ -976,11 +999,13 @@ def test_append_tree_stops_cleanly_on_signal(tmp_path: Path, signal_name: str, c
     time.sleep(0.05)
     proc.send_signal(getattr(signal, signal_name))
     status = proc.wait()
-    now = snapshot_files(work)
     assert status == code, f"exit {status} after {signal_name}"
-    assert all(now[p] in (initial[p], final[p]) for p in initial)
-    assert not [p for p in now if TEMP_MARK in p.name], "a temp file was left"
-    changed = sum(now[p] != initial[p] for p in initial)
-    print(f"\n{signal_name}: stopped after {changed} of {len(modules)} modules were rewritten")
+    assert not temps_under(work), "a temp file was left"
+    now = snapshot_files(work)
+    assert set(now) <= set(final), f"unexpected files {sorted(set(now) - set(final))[:3]}"
+    assert all(now[p] in (initial.get(p), final[p]) for p in now), "a file is partial"
+    changed = sum(now[p] != initial.get(p) for p in now)
+    verdicts = swept.judge(now, initial, final)
+    print(f"\n{command} {signal_name}: stopped after {changed} files were written; {verdicts}")
     timed_run(*args)
     assert snapshot_files(work) == final
