@@ -21,6 +21,7 @@ half-written states, so a sweep that passes means something.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import shutil
@@ -265,6 +266,70 @@ def test_tree_checker_rejects_partial_proofs(tmp_path: Path) -> None:
     module.write_bytes(module.read_bytes())
     with pytest.raises(AssertionError, match="was changed"):
         tree_state(build, before, proofs, modules)
+
+
+# ---------------------------------------------------------------------------
+# A signal between a system call and its bookkeeping
+#
+# SIGINT and SIGTERM raise in the main thread at the next bytecode
+# (vmpatch.errors), which may be the one right after os.open created a temp
+# file and before its path was recorded for removal: test_stops_cleanly_on_signal
+# caught `tree` leaving one such .merkle temp. These tests put the signal's
+# exception exactly there (real files; only the moment is chosen), and among
+# the renames of a batch.
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, name: str, calls: int) -> None:
+    """Make the ``calls``-th ``os.NAME`` on a temp file succeed, then raise KeyboardInterrupt."""
+    real = getattr(os, name)
+    seen = 0
+
+    def call(path: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal seen
+        result = real(path, *args, **kwargs)
+        if TEMP_MARK in str(path):
+            seen += 1
+            if seen == calls:
+                raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(os, name, call)
+
+
+@pytest.mark.parametrize(("name", "calls"), [("open", 3), ("replace", 2)])
+def test_batch_interrupted_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, calls: int
+) -> None:
+    """durable_batch interrupted right after creating a temp file or among the renames:
+    each target old or new, no temp file left."""
+    from vmpatch.fs.atomic import durable_batch
+
+    targets = [tmp_path / f"f{i}.merkle" for i in range(5)]
+    for t in targets:
+        t.write_bytes(b"old")
+    interrupt_after(monkeypatch, name, calls)
+    with pytest.raises(KeyboardInterrupt):
+        durable_batch([(t, b"new") for t in targets])
+    monkeypatch.undo()
+    renamed = calls if name == "replace" else 0
+    assert [t.read_bytes() for t in targets] == [b"new"] * renamed + [b"old"] * (5 - renamed)
+    assert not list(tmp_path.glob(f"*{TEMP_MARK}")), "a temp file was left"
+
+
+def test_atomic_write_interrupted_after_open_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """atomic_write interrupted right after its temp file was created: nothing left."""
+    from vmpatch.fs.atomic import atomic_write
+
+    target = tmp_path / "f.ko"
+    target.write_bytes(b"old")
+    interrupt_after(monkeypatch, "open", 1)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert not list(tmp_path.glob(f"*{TEMP_MARK}")), "a temp file was left"
 
 
 # ---------------------------------------------------------------------------
@@ -716,7 +781,10 @@ def old_or_new_sweep(
     reset()
     duration = timed_run(*args)
     final = snapshot_files(work)
+    # verify tells the two ends too: the complete run, and the untouched start
+    ends = [judge(final, initial, final)]
     reset()
+    ends.append(judge(initial, initial, final))
     before = listing(work)
     outputs = [p for p in final if p not in initial]
     changed = sum(1 for p in final if final[p] != initial.get(p))
@@ -743,7 +811,7 @@ def old_or_new_sweep(
             return "old", temps
         return ("new" if new_count == changed else "old and new files"), temps
 
-    verified: list[str] = []
+    verified: list[str] = []  # after kills (the two ends are in ``ends``)
     reruns = 0
 
     def after(index: int, kill: Kill) -> None:
@@ -776,7 +844,8 @@ def old_or_new_sweep(
     report = (
         f"{label}: {len(result.kills)} kills; {result.summary()}; where each landed "
         f"(b before, i inside, a after, - finished first; aimed in capitals): "
-        f"{result.landings()}; verify agreed with the bytes after {len(verified)} kills "
+        f"{result.landings()}; verify agreed with the bytes at the ends ({' / '.join(ends)}) "
+        f"and after {len(verified)} kills "
         f"({len(set(verified))} distinct states, e.g. {', '.join(sorted(set(verified))[:4])}); "
         f"{reruns} re-runs from a killed state completed; a process outlived the killed "
         f"run {len(outlived)}x, at most {max(outlived, default=0):.3f}s"

@@ -155,8 +155,17 @@ def _listxattr(path: str | os.PathLike[str]) -> list[str]:
         raise
 
 
-def create_temporary(target: str | os.PathLike[str]) -> tuple[int, str]:
+def create_temporary(
+    target: str | os.PathLike[str], pending: list[str] | None = None
+) -> tuple[int, str]:
     """Create ``.NAME.XXXXXXXX.vmpatch-tmp`` beside ``target``, mode 0600; (fd, path).
+
+    ``pending`` gets the name before the file exists: SIGINT or SIGTERM
+    raise in whatever bytecode runs next (vmpatch.errors), which may be the
+    one right after ``os.open`` returned, before the caller has recorded the
+    path it would remove on the way out. A caller that cleans up removes
+    what ``pending`` holds as well (a name that was never created is not
+    there to remove).
 
     What ``tempfile.mkstemp`` does, without importing tempfile (which pulls
     random, hashlib and shutil into the install hook: about 6 ms of its
@@ -166,10 +175,14 @@ def create_temporary(target: str | os.PathLike[str]) -> tuple[int, str]:
     directory, name = os.path.split(os.fspath(target))
     for _ in range(100):
         path = os.path.join(directory, f".{name}.{os.urandom(4).hex()}{TEMP_MARK}")
+        if pending is not None:
+            pending.append(path)
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
             return os.open(path, flags, 0o600), path
         except FileExistsError:
+            if pending is not None:
+                pending.remove(path)  # another process's file: never ours to remove
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary name", directory)
 
@@ -177,9 +190,9 @@ def create_temporary(target: str | os.PathLike[str]) -> tuple[int, str]:
 class _Temporary:
     """An open temp file beside its target; closed exactly once."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, pending: list[str] | None = None) -> None:
         try:
-            self.fd, name = create_temporary(target)
+            self.fd, name = create_temporary(target, pending)
         except OSError as err:
             raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
         self.path = Path(name)
@@ -201,7 +214,14 @@ class _Temporary:
 @contextlib.contextmanager
 def _temporary_beside(target: Path) -> Iterator[_Temporary]:
     """A temp file next to ``target``, removed unless the caller committed it."""
-    temp = _Temporary(target)
+    pending: list[str] = []
+    try:
+        temp = _Temporary(target, pending)
+    except BaseException:  # SIGINT/SIGTERM right after the file was created
+        for name in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        raise
     try:
         yield temp
     except BaseException:
@@ -332,7 +352,14 @@ class StagedWrite:
             ref_stat = reference.stat()
         except OSError as err:
             raise SystemFailure.from_oserror(self.target, err, "write") from err
-        self._temp = _Temporary(self.target)
+        pending: list[str] = []
+        try:
+            self._temp = _Temporary(self.target, pending)
+        except BaseException:  # SIGINT/SIGTERM right after the file was created
+            for name in pending:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+            raise
         try:
             fd = self._temp.fd
             write_all(fd, data)
@@ -424,13 +451,14 @@ def durable_batch(
     umask = os.umask(0)
     os.umask(umask)
     staged: list[tuple[str, str]] = []
+    pending: list[str] = []  # every temporary's name, recorded before it exists
     chunk: list[tuple[int, str]] = []  # open at once: bounded, far below RLIMIT_NOFILE
     real_dirs: dict[str, str] = {}
     try:
         for start in range(0, len(files), _OPEN_AT_ONCE):
             for target_name, data in files[start : start + _OPEN_AT_ONCE]:
                 target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
-                fd = _write_temporary(target, ref_stat, data, mode & ~umask, staged)
+                fd = _write_temporary(target, ref_stat, data, mode & ~umask, staged, pending)
                 chunk.append((fd, target))
             while chunk:
                 fd, target = chunk[0]
@@ -444,20 +472,24 @@ def durable_batch(
         for fd, _ in chunk:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        for temp, _ in staged:
+        for temp in pending:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
         raise
     directories: dict[str, None] = {}
-    for i, (temp, target) in enumerate(staged):
-        try:
+    done = 0
+    try:
+        for temp, target in staged:
             os.replace(temp, target)
-        except OSError as err:
-            for rest, _ in staged[i:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(rest)
-            raise SystemFailure.from_oserror(target, err, "replace") from err
-        directories[os.path.dirname(target)] = None
+            done += 1
+            directories[os.path.dirname(target)] = None
+    except BaseException as err:  # a failed rename, or SIGINT/SIGTERM among the renames
+        for rest, _ in staged[done:]:  # the first is gone already if its rename was done
+            with contextlib.suppress(OSError):
+                os.unlink(rest)
+        if isinstance(err, OSError):
+            raise SystemFailure.from_oserror(staged[done][1], err, "replace") from err
+        raise
     for directory in directories:
         fsync_dir(Path(directory))
 
@@ -502,10 +534,11 @@ def _write_temporary(
     data: bytes,
     new_mode: int,
     staged: list[tuple[str, str]],
+    pending: list[str],
 ) -> int:
     """One temporary of :func:`durable_batch`, written, writeback started; its fd."""
     try:
-        fd, temp = create_temporary(target)
+        fd, temp = create_temporary(target, pending)
     except OSError as err:
         raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
     staged.append((temp, target))
