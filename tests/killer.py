@@ -180,6 +180,7 @@ class Kill:
     state: str
     temps: tuple[str, ...]
     landed: str
+    aimed: bool = False  # waited for the first temp file, then ``delay``
 
 
 @dataclass
@@ -200,6 +201,13 @@ class Sweep:
     def landed(self) -> Counter[str]:
         """How many kills that landed (the process was running) fell before, inside, after."""
         return Counter(k.landed for k in self.kills if k.status == -9)
+
+    def landings(self) -> str:
+        """Where each kill landed, in order: ``b`` before writing, ``i`` inside the window,
+        ``a`` after the last rename, ``-`` the run finished first; aimed kills in capitals."""
+        letters = {BEFORE: "b", INSIDE: "i", AFTER: "a"}
+        marks = [letters[k.landed] if k.status == -9 else "-" for k in self.kills]
+        return "".join(m.upper() if k.aimed else m for m, k in zip(marks, self.kills, strict=True))
 
     def summary(self) -> str:
         states = ", ".join(f"{k}={v}" for k, v in sorted(self.states.items()))
@@ -235,6 +243,8 @@ def sweep(
     watch: Path | None = None,
     window_share: float = WINDOW_SHARE,
     triggered: int | None = None,
+    min_killed: int = 0,
+    after: Callable[[int, Kill], None] | None = None,
 ) -> Sweep:
     """Kill ``vmpatch ARGS`` at every kill point; ``reset`` before, ``check`` after each.
 
@@ -251,6 +261,13 @@ def sweep(
     window (``triggered`` sets how many kills wait for a temp file, instead of
     ``count // 2``) (0, and no ``watch``, for a command that writes
     nothing), so that the invariant was tested where it can break.
+
+    Kills that come too late (the run finished first) do not count: while
+    fewer than ``min_killed`` kills landed, more are made, aimed like the
+    triggered ones at delays spread over the window (or over the run
+    without ``watch``). ``after(index, kill)`` is called after each kill's
+    ``check``, on the state the kill left (before the next ``reset``): for
+    checks too slow to make after every kill, such as a re-run.
     """
     assert watch is not None or window_share == 0, "a sweep of writes needs a directory to watch"
     reset()
@@ -269,9 +286,25 @@ def sweep(
     if watch is not None:
         aimed = count // 2 if triggered is None else triggered
         moments += [(d, True) for d in window_delays(window, aimed)]
-    for delay, triggered in moments:
+    extra = 0
+    # The watched run polls for temp files all along, the aimed runs only until
+    # the first: their windows are shorter. Each aimed kill that comes too late
+    # (after the last rename, or the run finished) shrinks the later delays.
+    scale = 1.0
+    while moments or (result.killed < min_killed and extra < 2 * min_killed):
+        if moments:
+            delay, aimed_kill = moments.pop(0)
+        else:  # top up: golden-ratio fractions spread the extra kills evenly
+            extra += 1
+            fraction = 0.9 * ((extra * 0.6180339887) % 1)
+            if watch is None or window is None:
+                delay, aimed_kill = duration * fraction, False
+            else:
+                delay, aimed_kill = (window[1] - window[0]) * fraction, True
+        if aimed_kill:
+            delay *= scale
         reset()
-        if triggered:
+        if aimed_kill:
             assert watch is not None
             status = run_and_kill_in_window(args, watch, delay)
         else:
@@ -281,15 +314,23 @@ def sweep(
         else:
             assert status == 0, f"vmpatch {args} exited {status} without being killed"
             result.finished += 1
+        when = "after the first temp file" if aimed_kill else f"of {duration:.3f}s"
         try:
             state, temps = check()
         except AssertionError as err:
-            when = "after the first temp file" if triggered else f"of {duration:.3f}s"
             raise AssertionError(f"after a kill at {delay:.3f}s {when}: {err}") from err
         result.states[state] += 1
         result.leftovers += temps
         where = landing(state, temps, result.initial, result.complete)
-        result.kills.append(Kill(delay, status, state, tuple(temps), where))
+        kill = Kill(delay, status, state, tuple(temps), where, aimed_kill)
+        result.kills.append(kill)
+        if aimed_kill and (status != -9 or where == AFTER):
+            scale *= 0.8
+        if after is not None:
+            try:
+                after(len(result.kills) - 1, kill)
+            except AssertionError as err:
+                raise AssertionError(f"after a kill at {delay:.3f}s {when}: {err}") from err
     assert result.killed >= count // 2, f"most runs ended before their kill: {result.summary()}"
     needed = math.ceil(window_share * result.killed)
     assert result.landed[INSIDE] >= needed, (

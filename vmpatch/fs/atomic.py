@@ -161,8 +161,17 @@ def listxattr(path: str | os.PathLike[str]) -> list[str]:
         raise
 
 
-def create_temporary(target: str | os.PathLike[str]) -> tuple[int, str]:
+def create_temporary(
+    target: str | os.PathLike[str], pending: list[str] | None = None
+) -> tuple[int, str]:
     """Create ``.NAME.XXXXXXXX.vmpatch-tmp`` beside ``target``, mode 0600; (fd, path).
+
+    ``pending`` gets the name before the file exists: SIGINT or SIGTERM
+    raise in whatever bytecode runs next (vmpatch.errors), which may be the
+    one right after ``os.open`` returned, before the caller has recorded the
+    path it would remove on the way out. A caller that cleans up removes
+    what ``pending`` holds as well (a name that was never created is not
+    there to remove).
 
     What ``tempfile.mkstemp`` does, without importing tempfile (which pulls
     random, hashlib and shutil into the install hook: about 6 ms of its
@@ -172,10 +181,14 @@ def create_temporary(target: str | os.PathLike[str]) -> tuple[int, str]:
     directory, name = os.path.split(os.fspath(target))
     for _ in range(100):
         path = os.path.join(directory, f".{name}.{os.urandom(4).hex()}{TEMP_MARK}")
+        if pending is not None:
+            pending.append(path)
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
             return os.open(path, flags, 0o600), path
         except FileExistsError:
+            if pending is not None:
+                pending.remove(path)  # another process's file: never ours to remove
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary name", directory)
 
@@ -183,9 +196,9 @@ def create_temporary(target: str | os.PathLike[str]) -> tuple[int, str]:
 class _Temporary:
     """An open temp file beside its target; closed exactly once."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, pending: list[str] | None = None) -> None:
         try:
-            self.fd, name = create_temporary(target)
+            self.fd, name = create_temporary(target, pending)
         except OSError as err:
             raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
         self.path = Path(name)
@@ -207,7 +220,14 @@ class _Temporary:
 @contextlib.contextmanager
 def _temporary_beside(target: Path) -> Iterator[_Temporary]:
     """A temp file next to ``target``, removed unless the caller committed it."""
-    temp = _Temporary(target)
+    pending: list[str] = []
+    try:
+        temp = _Temporary(target, pending)
+    except BaseException:  # SIGINT/SIGTERM right after the file was created
+        for name in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        raise
     try:
         yield temp
     except BaseException:
@@ -338,7 +358,14 @@ class StagedWrite:
             ref_stat = reference.stat()
         except OSError as err:
             raise SystemFailure.from_oserror(self.target, err, "write") from err
-        self._temp = _Temporary(self.target)
+        pending: list[str] = []
+        try:
+            self._temp = _Temporary(self.target, pending)
+        except BaseException:  # SIGINT/SIGTERM right after the file was created
+            for name in pending:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+            raise
         try:
             fd = self._temp.fd
             write_all(fd, data)

@@ -16,7 +16,7 @@ import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from vmpatch.errors import SystemFailure
@@ -96,6 +96,7 @@ def _stage(
             for target_name, data in files[start : start + _OPEN_AT_ONCE]:
                 target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
                 chunk.append((batch.write(target, ref_stat, data, staged), target))
+                # (a signal between the open and this line: batch.pending has the name)
             for fd, target in chunk:
                 try:
                     os.fdatasync(fd)
@@ -108,27 +109,36 @@ def _stage(
         for fd, _ in chunk:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        _discard(staged)
+        _remove(batch.pending)  # every one created, with or without its entry in staged
         raise
     return staged
 
 
 def _discard(staged: Staged) -> None:
-    for temp, _ in staged:
+    """Remove the temporaries of ``staged`` that still exist (renamed ones do not)."""
+    _remove(temp for temp, _ in staged)
+
+
+def _remove(names: Iterable[str]) -> None:
+    for name in names:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(name)
 
 
 def _commit(staged: Staged) -> None:
     """Rename every temporary over its target, then sync each directory once."""
     directories: dict[str, None] = {}
-    for i, (temp, target) in enumerate(staged):
-        try:
+    done = 0
+    try:
+        for temp, target in staged:
             os.replace(temp, target)
-        except OSError as err:
-            _discard(staged[i:])
-            raise SystemFailure.from_oserror(target, err, "replace") from err
-        directories[target.rpartition("/")[0] or "/"] = None
+            done += 1
+            directories[target.rpartition("/")[0] or "/"] = None
+    except BaseException as err:  # a failed rename, or SIGINT/SIGTERM among the renames
+        _discard(staged[done:])  # the first is gone already if its rename was done
+        if isinstance(err, OSError):
+            raise SystemFailure.from_oserror(staged[done][1], err, "replace") from err
+        raise
     for directory in directories:
         fsync_dir(Path(directory))
 
@@ -297,6 +307,10 @@ class _BatchFile:
         self.serial = int.from_bytes(os.urandom(4), "big")
         self.euid = os.geteuid()
         self.memory_dirs: dict[str, bool] = {}
+        #: Every temporary's name, recorded before it exists: SIGINT or SIGTERM
+        #: raise at whatever bytecode runs next (vmpatch.errors), which may be
+        #: the one right after os.open returned.
+        self.pending: list[str] = []
         self.mounts: list[tuple[str, str]] | None = None
 
     def write(
@@ -308,11 +322,14 @@ class _BatchFile:
         self.serial = (self.serial + 1) & 0xFFFFFFFF
         temp = f"{head}/.{name}.{self.serial:08x}{TEMP_MARK}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        self.pending.append(temp)
         try:
             fd = os.open(temp, flags, mode)
         except FileExistsError:
-            fd, temp = _create_retrying(target, mode)
+            self.pending.pop()  # another process's file: never ours to remove
+            fd, temp = _create_retrying(target, mode, self.pending)
         except OSError as err:
+            self.pending.pop()
             raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
         staged.append((temp, target))
         try:
@@ -389,9 +406,9 @@ def _filesystem_type(directory: str, table: list[tuple[str, str]]) -> str | None
     return kind
 
 
-def _create_retrying(target: str, mode: int) -> tuple[int, str]:
+def _create_retrying(target: str, mode: int, pending: list[str]) -> tuple[int, str]:
     try:
-        fd, temp = create_temporary(target)
+        fd, temp = create_temporary(target, pending)
         os.fchmod(fd, mode)
     except OSError as err:
         raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
