@@ -263,9 +263,11 @@ def sweep(
     nothing), so that the invariant was tested where it can break.
 
     Kills that come too late (the run finished first) do not count: while
-    fewer than ``min_killed`` kills landed, more are made, aimed like the
-    triggered ones at delays spread over the window (or over the run
-    without ``watch``). ``after(index, kill)`` is called after each kill's
+    fewer than ``min_killed`` kills landed, or fewer than ``window_share`` of
+    them inside the window (a window of a few milliseconds is easy to miss),
+    more are made, up to twice the planned number, aimed like the triggered
+    ones at delays spread over the window (or over the run without
+    ``watch``). ``after(index, kill)`` is called after each kill's
     ``check``, on the state the kill left (before the next ``reset``): for
     checks too slow to make after every kill, such as a re-run.
     """
@@ -291,7 +293,15 @@ def sweep(
     # the first: their windows are shorter. Each aimed kill that comes too late
     # (after the last rename, or the run finished) shrinks the later delays.
     scale = 1.0
-    while moments or (result.killed < min_killed and extra < 2 * min_killed):
+
+    def short() -> bool:  # too few kills, or too few of them inside the write window
+        if result.killed < min_killed:
+            return True
+        inside = math.ceil(window_share * result.killed)
+        return watch is not None and result.landed[INSIDE] < inside
+
+    limit = 2 * max(min_killed, count)
+    while moments or (extra < limit and short()):
         if moments:
             delay, aimed_kill = moments.pop(0)
         else:  # top up: golden-ratio fractions spread the extra kills evenly
