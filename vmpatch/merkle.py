@@ -275,8 +275,8 @@ def _collect(
                         filled[fd] += 1
                         del buffer[:_RECORD]
                         done += 1
-                    if progress and done % 64 == 0:
-                        progress(done)
+                    if progress:
+                        progress(done)  # once per read: children write 32 leaves at a time
                     continue
                 selector.unregister(fd)
                 del pending[fd]

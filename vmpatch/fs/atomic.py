@@ -36,6 +36,7 @@ __all__ = [
     "atomic_write",
     "check_target",
     "copy_metadata",
+    "copy_xattrs",
     "create_temporary",
     "file_identity",
     "fsync_dir",
@@ -144,8 +145,15 @@ def copy_metadata(
             os.fchown(target_fd, source_stat.st_uid, source_stat.st_gid)
         except PermissionError as err:
             raise SystemFailure.from_oserror(source, err, "keep the owner of") from err
+    copy_xattrs(source, target_fd, drop=drop_xattrs)
+
+
+def copy_xattrs(
+    source: str | os.PathLike[str], target_fd: int, *, drop: frozenset[str] = frozenset()
+) -> None:
+    """Give ``target_fd`` the extended attributes of ``source``, but those in ``drop``."""
     for name in listxattr(source):
-        if name in drop_xattrs:
+        if name in drop:
             continue
         with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
             os.setxattr(target_fd, name, os.getxattr(source, name))

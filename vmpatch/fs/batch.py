@@ -23,9 +23,9 @@ from vmpatch.errors import SystemFailure
 from vmpatch.fs.atomic import (
     TEMP_MARK,
     copy_metadata,
+    copy_xattrs,
     create_temporary,
     fsync_dir,
-    listxattr,
     write_all,
 )
 
@@ -365,9 +365,7 @@ class _BatchFile:
         if ref_stat.st_uid != self.euid or ref_stat.st_gid != os.fstat(fd).st_gid:
             copy_metadata(ref_stat, target, fd)  # another owner: rare, the full path
             return
-        for name in listxattr(target):
-            with contextlib.suppress(OSError):  # e.g. security.* may be read-only to us
-                os.setxattr(fd, name, os.getxattr(target, name))
+        copy_xattrs(target, fd)
 
 
 #: Filesystems whose pages live only in memory (fs/ramfs, mm/shmem.c).

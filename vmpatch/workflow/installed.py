@@ -33,13 +33,11 @@ def installed_module(
     """
     base = f"{os.fspath(tree)}/{stem}.ko"
     directory, _, name = base.rpartition("/")
-    if listings is None:
-        present = [name + c.suffix for c in Codec if os.path.isfile(base + c.suffix)]
-    else:
-        files = listings.get(directory)
-        if files is None:
-            files = listings[directory] = _regular_files(directory)
-        present = [name + c.suffix for c in Codec if name + c.suffix in files]
+    listings = {} if listings is None else listings
+    files = listings.get(directory)
+    if files is None:
+        files = listings[directory] = _regular_files(directory)
+    present = [name + c.suffix for c in Codec if name + c.suffix in files]
     if not present:
         raise InputError(base, "installed module not found (also tried .gz, .xz, .zst)")
     if len(present) > 1:

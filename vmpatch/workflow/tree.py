@@ -183,8 +183,8 @@ def plan_tree(
             exists = _is_regular_file(module_name)
         elif refuse_trailers:
             tail = _module_tail(module_name)
-            if tail is not None and tail.endswith(MARKER):
-                raise _refuse_post_processed(module_name, tail)
+            if tail is not None:
+                _refuse_trailer_tail(module_name, tail)
             exists = tail is not None
         else:
             exists = os.path.isfile(module_name)
