@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""ELF images: the one place pyelftools is used, and where vmlinux keeps its root.
+"""ELF images: their header tables, and where vmlinux keeps its root.
 
-``reader`` opens any ELF read-only and translates pyelftools' exceptions;
+``reader`` opens any ELF read-only and decodes its header, section table
+and ``.symtab`` (with struct: faster to start than pyelftools);
 ``vmlinux`` finds ``.module_hashes`` and its symbol and decides whether an
 image may be patched.
 """

@@ -1,15 +1,19 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Read-only ELF access for vmlinux images, through pyelftools.
+"""Read-only ELF access for vmlinux images: header, section table and ``.symtab``.
 
-This is the one choke point where pyelftools is called for kernel images:
-its exceptions (``ELFError``, ``ELFParseError``, construct and struct errors)
-are translated into :class:`vmpatch.errors.InputError` naming the file by
-:func:`vmpatch.elf.translate.elf_errors`, the one translator.
-
-pyelftools parses headers lazily, which keeps a 500 MB ``vmlinux.unstripped``
-cheap to open. Its per-name symbol lookup, however, decodes every symbol
-through construct (over a second for a real vmlinux with ~28,000 symbols), so
-:func:`find_symbol` searches the raw ``.symtab`` bytes instead.
+The three tables vmpatch reads have fixed layouts (``Elf32_Ehdr``/``Elf64_Ehdr``,
+``Elf*_Shdr`` and ``Elf*_Sym`` of include/uapi/linux/elf.h), so they are
+decoded here with :mod:`struct`, every field bounded by the file before it is
+used. pyelftools did this until a measurement showed it was the bottleneck of
+``vmpatch patch``: importing ``elftools.elf.elffile`` took 35-48 ms
+(``python -X importtime``; it loads construct, the DWARF decoders and pdb)
+of a run whose whole budget is a tenth of ``objcopy --update-section`` on a
+400 MB vmlinux (issue 12), and its per-name symbol lookup decodes every
+symbol through construct (over a second for a real vmlinux with ~28,000
+symbols). pyelftools stays the authority for what it knows best, the names
+of ``e_machine`` values, loaded only when a report asks for the machine;
+``tests/test_elf_reader.py`` checks every decoded field against readelf and
+pyelftools on real images of every class and byte order.
 """
 
 from __future__ import annotations
@@ -21,40 +25,60 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from vmpatch.elf.constants import ELF_MAGIC, ElfType, SectionFlag, section_type_name
-from vmpatch.elf.translate import elf_errors
 from vmpatch.errors import InputError, SystemFailure
 from vmpatch.records.root import ByteOrder
-
-if TYPE_CHECKING:
-    from elftools.elf.elffile import ELFFile
 
 __all__ = [
     "ElfIdentity",
     "ElfReader",
     "SectionInfo",
     "SymbolInfo",
+    "machine_name",
     "open_elf",
     "open_elf_bytes",
 ]
 
-
-# Elf32_Sym / Elf64_Sym, without the byte-order prefix (include/uapi/linux/elf.h).
-# Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx
-# Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size
+#: Elf32_Ehdr / Elf64_Ehdr after e_ident: e_type, e_machine, e_version, e_entry,
+#: e_phoff, e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize,
+#: e_shnum, e_shstrndx.
+_EHDR = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
+#: Elf32_Shdr / Elf64_Shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset,
+#: sh_size, sh_link, sh_info, sh_addralign, sh_entsize.
+_SHDR = {32: "IIIIIIIIII", 64: "IIQQQQIIQQ"}
+#: Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx;
+#: Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size.
 _SYM_LAYOUT = {32: "IIIBBH", 64: "IBBHQQ"}
+_EI_NIDENT = 16
+#: e_shstrndx when the real index is in section 0's sh_link (include/uapi/linux/elf.h).
+_SHN_XINDEX = 0xFFFF
 
 
 @dataclass(frozen=True)
 class ElfIdentity:
     """What kind of ELF file this is: the facts `inspect` reports."""
 
-    machine: str  # pyelftools' e_machine name, e.g. "EM_X86_64"
+    machine_value: int  # e_machine
     elfclass: int  # 32 or 64
     byteorder: ByteOrder
     elftype: ElfType | int  # an int only for an e_type the specification does not name
+
+    @property
+    def machine(self) -> str:
+        """pyelftools' name of ``e_machine`` (``EM_X86_64``), or the number unnamed."""
+        return machine_name(self.machine_value)
+
+
+def machine_name(value: int) -> str:
+    """The ``EM_*`` name pyelftools gives ``e_machine`` ``value``; the number if it has none."""
+    from elftools.elf.enums import ENUM_E_MACHINE
+
+    for name, number in ENUM_E_MACHINE.items():
+        if number == value and name != "_default_":
+            return name
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,7 @@ class SectionInfo:
     offset: int
     size: int
     addralign: int
+    link: int = 0
 
     @property
     def type(self) -> str:
@@ -105,46 +130,138 @@ def _elf_type(value: int) -> ElfType | int:
 
 
 class ElfReader:
-    """An open ELF file: identity, sections, and fast symbol lookup."""
+    """An open ELF file: identity, sections, and fast symbol lookup.
 
-    def __init__(self, path: Path, stream: BinaryIO, elffile: ELFFile) -> None:
+    The constructor decodes the ELF header and the whole section header table
+    (a vmlinux has about fifty entries); names come from the section name
+    table when asked for.
+    """
+
+    def __init__(self, path: Path, stream: BinaryIO) -> None:
         self.path = path
         self._stream = stream
-        self._elf = elffile
-        byteorder: ByteOrder = "little" if elffile.little_endian else "big"
+        self.file_size = _stream_size(stream)
+        ident = self.read(0, min(_EI_NIDENT, self.file_size), what="the ELF identification")
+        if ident[: len(ELF_MAGIC)] != ELF_MAGIC:
+            raise InputError(path, "not an ELF file")
+        if len(ident) < _EI_NIDENT:
+            raise InputError(
+                path, f"truncated: {self.file_size} bytes, not even an ELF identification"
+            )
+        if ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            raise InputError(path, f"malformed ELF: class {ident[4]}, data encoding {ident[5]}")
+        elfclass = 32 if ident[4] == 1 else 64
+        byteorder: ByteOrder = "little" if ident[5] == 1 else "big"
+        self._prefix = "<" if byteorder == "little" else ">"
+        ehdr = struct.Struct(self._prefix + _EHDR[elfclass])
+        if self.file_size < _EI_NIDENT + ehdr.size:
+            raise InputError(
+                path,
+                f"truncated: the ELF header needs {_EI_NIDENT + ehdr.size} bytes, "
+                f"file has {self.file_size}",
+            )
+        fields = ehdr.unpack(self.read(_EI_NIDENT, ehdr.size))
         self.identity = ElfIdentity(
-            machine=str(elffile["e_machine"]),
-            elfclass=int(elffile.elfclass),
+            machine_value=fields[1],
+            elfclass=elfclass,
             byteorder=byteorder,
-            elftype=_elf_type(int.from_bytes(self.read(16, 2), byteorder)),
+            elftype=_elf_type(fields[0]),
         )
+        self._headers = self._section_headers(
+            elfclass, fields[5], fields[10], fields[11], fields[12]
+        )
+        self._names: bytes | None = None
+
+    def _section_headers(
+        self, elfclass: int, shoff: int, shentsize: int, shnum: int, shstrndx: int
+    ) -> list[tuple[int, ...]]:
+        """Every ``Elf*_Shdr`` as a tuple; sets the index of the section name table.
+
+        With 0xff00 sections or more, ``e_shnum`` is 0 and the count is section
+        0's ``sh_size``, and ``e_shstrndx`` is SHN_XINDEX with the index in its
+        ``sh_link`` (the ELF gABI's extended numbering, include/uapi/linux/elf.h).
+        """
+        shdr = struct.Struct(self._prefix + _SHDR[elfclass])
+        self._shdr_at = shoff
+        self._shentsize = shentsize
+        if shoff == 0 or (shnum == 0 and shstrndx != _SHN_XINDEX and shentsize < shdr.size):
+            self._shstrndx = 0  # no section header table to read
+            return []
+        if shentsize < shdr.size:
+            raise InputError(
+                self.path, f"malformed ELF: section header entries of {shentsize} bytes"
+            )
+        if shnum == 0 or shstrndx == _SHN_XINDEX:
+            first = shdr.unpack(self.read(shoff, shdr.size, what="section header 0"))
+            shnum = shnum or first[5]
+            shstrndx = first[6] if shstrndx == _SHN_XINDEX else shstrndx
+        end = shoff + shentsize * shnum
+        if end > self.file_size:
+            raise InputError(
+                self.path,
+                f"truncated: section headers end at {end:#x}, file has {self.file_size:#x} bytes",
+            )
+        table = self.read(shoff, shentsize * shnum)
+        headers = [shdr.unpack_from(table, i * shentsize) for i in range(shnum)]
+        if shstrndx >= shnum:
+            raise InputError(
+                self.path, f"malformed ELF: e_shstrndx {shstrndx} names no section (of {shnum})"
+            )
+        self._shstrndx = shstrndx
+        if shstrndx:
+            names = headers[shstrndx]
+            if names[4] + names[5] > self.file_size:
+                raise InputError(self.path, "truncated: the section name table lies beyond the end")
+        return headers
+
+    @property
+    def section_count(self) -> int:
+        return len(self._headers)
+
+    def _name(self, index: int) -> str:
+        """Section ``index``'s name from the section name table ("" when there is none)."""
+        if not self._shstrndx:
+            return ""
+        if self._names is None:
+            names = self._headers[self._shstrndx]
+            self._names = self.read(names[4], names[5], what="the section name table")
+        at = self._headers[index][0]
+        if at >= len(self._names):
+            raise InputError(
+                self.path,
+                f"malformed ELF: section {index}'s name (at {at}) lies outside the "
+                f"section name table ({len(self._names)} bytes)",
+            )
+        end = self._names.find(b"\0", at)
+        return self._names[at : end if end >= 0 else len(self._names)].decode("utf-8", "replace")
 
     def section(self, name: str) -> SectionInfo | None:
-        """The section called ``name``, or None."""
-        with elf_errors(self.path):
-            for index, sec in enumerate(self._elf.iter_sections()):
-                if sec.name == name:
-                    return self._info(index, sec)
+        """The first section called ``name``, or None."""
+        for index in range(len(self._headers)):
+            if self._name(index) == name:
+                return self.section_at(index)
         return None
 
-    def _info(self, index: int, sec: object) -> SectionInfo:
-        header = sec.header  # type: ignore[attr-defined]
-        # sh_type as the header holds it (4 bytes after sh_name in both classes):
-        # pyelftools hands out names, and its names of processor types vary by version.
-        at = int(self._elf["e_shoff"]) + index * int(self._elf["e_shentsize"]) + 4
-        type_value = int.from_bytes(self.read(at, 4), self.identity.byteorder)
+    def section_at(self, index: int) -> SectionInfo:
+        """Section header ``index``; InputError if the table has no such entry."""
+        if not 0 <= index < len(self._headers):
+            raise InputError(
+                self.path, f"malformed ELF: no section {index} (of {len(self._headers)})"
+            )
+        fields = self._headers[index]
         return SectionInfo(
             index=index,
-            name=sec.name,  # type: ignore[attr-defined]
-            type_value=type_value,
-            flags=int(header["sh_flags"]),
-            addr=int(header["sh_addr"]),
-            offset=int(header["sh_offset"]),
-            size=int(header["sh_size"]),
-            addralign=int(header["sh_addralign"]),
+            name=self._name(index),
+            type_value=fields[1],
+            flags=fields[2],
+            addr=fields[3],
+            offset=fields[4],
+            size=fields[5],
+            addralign=fields[8],
+            link=fields[6],
         )
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int, *, what: str | None = None) -> bytes:
         """``size`` bytes at file ``offset``; InputError if the file is shorter.
 
         The bound is checked before reading: header fields are untrusted, and
@@ -153,8 +270,9 @@ class ElfReader:
         if offset < 0 or size < 0 or offset + size > self.file_size:
             raise InputError(
                 self.path,
-                f"truncated or malformed: {size} bytes at offset {offset:#x} "
-                f"lie beyond the end of the file ({self.file_size:#x} bytes)",
+                f"truncated or malformed: {size} bytes at offset {offset:#x}"
+                + (f" ({what})" if what else "")
+                + f" lie beyond the end of the file ({self.file_size:#x} bytes)",
             )
         if isinstance(self._stream, io.BytesIO):  # an ELF unpacked from a boot image
             data = self._stream.getbuffer()[offset : offset + size].tobytes()
@@ -174,17 +292,17 @@ class ElfReader:
         then entries whose ``st_name`` equals it. Far faster than decoding every
         symbol, and exact: a match must sit on an entry boundary.
         """
-        with elf_errors(self.path):
-            symtab = self._elf.get_section_by_name(".symtab")
-            if symtab is None:
-                return []
-            strtab_header = self._elf.get_section(symtab["sh_link"]).header
-            entsize = int(symtab["sh_entsize"]) or (24 if self.identity.elfclass == 64 else 16)
-            strtab = self.read(int(strtab_header["sh_offset"]), int(strtab_header["sh_size"]))
-            table = self.read(int(symtab["sh_offset"]), int(symtab["sh_size"]))
-        prefix = "<" if self.identity.byteorder == "little" else ">"
-        layout = struct.Struct(prefix + _SYM_LAYOUT[self.identity.elfclass])
-        st_name_field = struct.Struct(prefix + "I")
+        symtab = self.section(".symtab")
+        if symtab is None:
+            return []
+        entsize = self._headers[symtab.index][9] or (24 if self.identity.elfclass == 64 else 16)
+        strtab_header = self.section_at(symtab.link)
+        strtab = self.read(strtab_header.offset, strtab_header.size, what="the symbol names")
+        table = self.read(symtab.offset, symtab.size, what="the symbol table")
+        layout = struct.Struct(self._prefix + _SYM_LAYOUT[self.identity.elfclass])
+        if entsize < layout.size:
+            raise InputError(self.path, f"malformed ELF: .symtab entries of {entsize} bytes")
+        st_name_field = struct.Struct(self._prefix + "I")
         wanted = name.encode() + b"\0"
         found: list[SymbolInfo] = []
         # GNU ld merges string tails: the name may start inside a longer string
@@ -194,7 +312,7 @@ class ElfReader:
             needle = st_name_field.pack(hit)
             at = table.find(needle)
             while at >= 0:
-                if at % entsize == 0:
+                if at % entsize == 0 and at + layout.size <= len(table):
                     found.append(self._symbol(name, layout.unpack_from(table, at)))
                 at = table.find(needle, at + 1)
             hit = strtab.find(wanted, hit + 1)
@@ -207,60 +325,11 @@ class ElfReader:
             _, value, size, info, _, shndx = fields
         return SymbolInfo(name=name, value=value, size=size, type=info & 0xF, shndx=shndx)
 
-    @property
-    def file_size(self) -> int:
-        return _stream_size(self._stream)
-
 
 def _stream_size(stream: BinaryIO) -> int:
     if isinstance(stream, io.BytesIO):
         return stream.getbuffer().nbytes
     return os.fstat(stream.fileno()).st_size
-
-
-# Elf32_Ehdr / Elf64_Ehdr after e_ident: the fields that say where the tables are.
-_EHDR = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
-_SHDR_OFFSET_SIZE = {32: ("IIIIII", 4, 5), 64: ("IIQQQQ", 4, 5)}  # sh_offset, sh_size indexes
-_SHDR_SIZE = {32: 40, 64: 64}  # sizeof(Elf32_Shdr), sizeof(Elf64_Shdr)
-
-
-def _check_extent(path: Path, stream: BinaryIO) -> None:
-    """Name truncation plainly, before pyelftools reports it in its own terms.
-
-    Checks that the ELF header, the section header table and the section name
-    table lie inside the file; anything subtler is left to pyelftools.
-    """
-    size = _stream_size(stream)
-    ident = stream.read(16)
-    if len(ident) < len(ELF_MAGIC) or ident[: len(ELF_MAGIC)] != ELF_MAGIC:
-        raise InputError(path, "not an ELF file")
-    if len(ident) < 16 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
-        if len(ident) < 16:
-            raise InputError(path, f"truncated: {size} bytes, not even an ELF identification")
-        raise InputError(path, f"malformed ELF: class {ident[4]}, data encoding {ident[5]}")
-    elfclass = 32 if ident[4] == 1 else 64
-    order = "<" if ident[5] == 1 else ">"
-    ehdr = struct.Struct(order + _EHDR[elfclass])
-    if size < 16 + ehdr.size:
-        raise InputError(
-            path, f"truncated: the ELF header needs {16 + ehdr.size} bytes, file has {size}"
-        )
-    fields = ehdr.unpack(stream.read(ehdr.size))
-    shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
-    layout, at_offset, at_size = _SHDR_OFFSET_SIZE[elfclass]
-    shdr = struct.Struct(order + layout)
-    if shnum and shentsize < _SHDR_SIZE[elfclass]:
-        raise InputError(path, f"malformed ELF: section header entries of {shentsize} bytes")
-    end = shoff + shentsize * shnum
-    if shnum and end > size:
-        raise InputError(
-            path, f"truncated: section headers end at {end:#x}, file has {size:#x} bytes"
-        )
-    if shnum and shstrndx < shnum:
-        stream.seek(shoff + shentsize * shstrndx)
-        names = shdr.unpack(stream.read(shdr.size))
-        if names[at_offset] + names[at_size] > size:
-            raise InputError(path, "truncated: the section name table lies beyond the end")
 
 
 @contextmanager
@@ -275,16 +344,10 @@ def open_elf(path: str | os.PathLike[str]) -> Iterator[ElfReader]:
         raise SystemFailure.from_oserror(path, err, "read") from err
     with stream:
         try:
-            _check_extent(path, stream)
-            stream.seek(0)
+            reader = ElfReader(path, stream)
         except OSError as err:
             raise SystemFailure.from_oserror(path, err, "read") from err
-        with elf_errors(path):
-            from elftools.elf.elffile import ELFFile
-
-            elffile = ELFFile(stream)
-            elffile.num_sections()  # touch the section table: catches truncation early
-        yield ElfReader(path, stream, elffile)
+        yield reader
 
 
 @contextmanager
@@ -293,13 +356,4 @@ def open_elf_bytes(path: str | os.PathLike[str], data: bytes) -> Iterator[ElfRea
 
     Errors name ``path``, the file the user gave.
     """
-    path = Path(path)
-    stream = io.BytesIO(data)
-    _check_extent(path, stream)
-    stream.seek(0)
-    with elf_errors(path):
-        from elftools.elf.elffile import ELFFile
-
-        elffile = ELFFile(stream)
-        elffile.num_sections()
-    yield ElfReader(path, stream, elffile)
+    yield ElfReader(Path(path), io.BytesIO(data))

@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""pyelftools' exceptions in vmpatch's terms: the one translator for every ELF reader.
+"""pyelftools' exceptions in vmpatch's terms: the one translator for its callers.
 
 pyelftools reports malformed input through its own ``ELFError`` family, and
 through whatever its parsers meet on the way: construct's ``ConstructError``
 and ``StreamError``, ``struct.error``, ``ValueError``, ``EOFError``, and
 ``IndexError``/``KeyError`` from tables indexed by corrupt fields,
-``OverflowError`` from seeks to offsets no file has. Every
-caller of pyelftools (:mod:`vmpatch.elf.reader` for kernel images,
-:mod:`vmpatch.ko.modinfo` for modules) runs it inside :func:`elf_errors`, so
+``OverflowError`` from seeks to offsets no file has. Every parse
+through pyelftools (:mod:`vmpatch.ko.modinfo`'s, of modules; kernel images
+are decoded by :mod:`vmpatch.elf.reader` itself) runs inside :func:`elf_errors`, so
 a hostile file always ends as one :class:`~vmpatch.errors.InputError`
 naming it, and the list of what counts as "malformed" lives here only.
 
