@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Annotated, Any, NoReturn
@@ -177,6 +176,8 @@ def _fail(err: BaseException, *, cause: BaseException | None = None) -> NoReturn
         from vmpatch.cli.output import error_line
 
         if _state["debug"]:
+            import traceback  # only here: it loads linecache and tokenize (15 ms of start-up)
+
             traceback.print_exception(cause or err, file=sys.stderr)
         error_line(failure.message, failure.hint)
     sys.exit(failure.exit_code)

@@ -202,7 +202,20 @@ class PatchPlan:
 
 
 def _refuse_boot_image(path: Path) -> None:
-    """Boot images are read-only: a compressed or signed payload cannot be patched in place."""
+    """Boot images are read-only: a compressed or signed payload cannot be patched in place.
+
+    An ELF file is no boot image: its first four bytes say so without
+    importing the boot-image readers (9 ms of ``vmpatch patch``'s start-up,
+    ``python -X importtime``).
+    """
+    from vmpatch.elf.constants import ELF_MAGIC
+
+    try:
+        with open_input(path) as stream:
+            if stream.read(len(ELF_MAGIC)) == ELF_MAGIC:
+                return
+    except OSError:
+        return  # the ELF reader that follows says what is wrong with it
     from vmpatch.boot import format_of
 
     kind = format_of(path)
