@@ -135,8 +135,10 @@ def test_human_output_and_json_agree_for_copies(tmp_path: Path) -> None:
 
 
 def _commands_with_workers() -> list[list[str]]:
-    from vmpatch.cli import commands  # noqa: F401 - registers every command on the app
     from vmpatch.cli.app import app
+    from vmpatch.cli.commands import register
+
+    register()  # every command: the app registers only the one it runs
 
     found: list[list[str]] = []
 
