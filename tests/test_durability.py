@@ -89,9 +89,17 @@ def generated(build: Path, count: int) -> Path:
 
 
 def check_order(
-    calls: Sequence[tuple[str, list[str]] | Call], proofs: set[Path], *, writers: int = 1
+    calls: Sequence[tuple[str, list[str]] | Call],
+    proofs: set[Path],
+    *,
+    writers: int = 1,
+    kept: int = 0,
 ) -> None:
-    """Flush before rename, directories after; each directory synced by at most ``writers``."""
+    """Flush before rename, directories after; each directory synced by at most ``writers``.
+
+    ``proofs`` are the files replaced; ``kept`` more already held their new
+    bytes and are flushed in place, never renamed.
+    """
     durable: dict[str, int] = {}  # temporary -> index of its flush
     syncfs_at: list[int] = []
     renamed: dict[Path, int] = {}
@@ -119,7 +127,7 @@ def check_order(
         assert after, f"{directory} not synced after its last rename"
         assert len(dir_syncs[directory]) <= writers, f"{directory} synced more than {writers}x"
     flushes = sum(1 for name, *_ in calls if name in ("fsync", "fdatasync"))
-    most = len(proofs) + writers * len({p.parent for p in proofs})
+    most = len(proofs) + kept + writers * len({p.parent for p in proofs})
     assert flushes <= most, "at most one flush a file"
 
 
@@ -127,7 +135,10 @@ def check_order(
 def test_tree_proofs_durable_before_rename(tmp_path: Path, kind: str) -> None:
     """Every .merkle's data is durable before its rename; each directory synced once, after.
 
-    Run twice: new proofs, then proofs replacing the first run's (metadata kept).
+    Run twice: new proofs, then proofs replacing the first run's after a
+    module changed (every other module's proof holds a node of the changed
+    leaf's path, so all of them change). A third run over the unchanged tree
+    leaves every proof alone.
     """
     build = tmp_path / "build"
     if kind == "kbuild-x86_64":
@@ -136,11 +147,37 @@ def test_tree_proofs_durable_before_rename(tmp_path: Path, kind: str) -> None:
         generated(build, 300)
     order = (build / "modules.order").read_text().split()
     proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
+    changed = proofs
     for run in range(2):
+        before = {p: p.read_bytes() for p in changed if p.exists()}
         calls = traced_tree(build, tmp_path / f"strace{run}.log")
-        check_order(calls, proofs)
+        check_order(calls, changed, kept=len(proofs - changed))
         assert all(p.is_file() for p in proofs)
+        assert all(p.read_bytes() != old for p, old in before.items()), "a proof kept its bytes"
         assert not list(build.rglob("*.vmpatch-tmp"))
+        changed = proofs - {change_one_module(build, order)}
+    assert_unchanged_run_writes_nothing(build, proofs, tmp_path / "strace-again.log")
+
+
+def change_one_module(build: Path, order: Sequence[str]) -> Path:
+    """Append a byte to the middle module of ``order``: a new leaf, a new root.
+
+    Returns the module's proof, the one proof that stays as it was (it holds
+    the siblings of the leaf's path, not the path).
+    """
+    stem = order[len(order) // 2].removesuffix(".o")
+    with (build / f"{stem}.ko").open("ab") as stream:
+        stream.write(b"\0")
+    return build / f"{stem}.merkle"
+
+
+def assert_unchanged_run_writes_nothing(build: Path, proofs: set[Path], log: Path) -> None:
+    """A run whose proofs are already right renames nothing and keeps every proof's inode."""
+    traced_tree(build, log)  # the proofs of the last change
+    kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in proofs}
+    calls = traced_tree(build, log)
+    assert not [c for c in calls if c[0].startswith("rename")], "an unchanged proof was replaced"
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in proofs} == kept
 
 
 def good_prefix(temp: str, proof: Path) -> list[tuple[str, list[str]]]:
@@ -176,13 +213,14 @@ def test_forked_batch_keeps_the_order_in_every_worker(tmp_path: Path) -> None:
     """
     build = generated(tmp_path / "build", 1200)
     order = (build / "modules.order").read_text().split()
-    proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
+    proofs = changed = {build / (line.removesuffix(".o") + ".merkle") for line in order}
     for run in range(2):
         calls = traced_tree(build, tmp_path / f"strace{run}.log", "--workers", "2")
-        check_order(calls, proofs, writers=2)
+        check_order(calls, changed, writers=2, kept=len(proofs - changed))
         renaming = {pid for name, args, pid in calls if name.startswith("rename")}
         assert len(renaming) == 2, f"renames came from {len(renaming)} processes"
         assert not list(build.rglob("*.vmpatch-tmp"))
+        changed = proofs - {change_one_module(build, order)}
 
 
 @pytest.mark.parametrize("where", ["/dev/shm", "/tmp", "/", "/proc/self", "/sys/kernel"])

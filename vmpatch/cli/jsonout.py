@@ -74,8 +74,8 @@ def to_json(value: Any) -> Any:
         return _document(value, names)
     if isinstance(value, dict):
         return {str(key): to_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(item) for item in value]
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [to_json(item) for item in value]  # a list, a tuple, or a lazy sequence
     raise TypeError(f"no JSON form for {type(value).__name__}")
 
 
