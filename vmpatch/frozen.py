@@ -7,7 +7,11 @@ call whose whole run took 83 ms against 47 ms for ``python -c pass``
 (``python -X importtime``, this 2-core machine, issue 12); kbuild runs the
 hook about 5000 times per kernel. The records the hook touches (errors,
 trailers, the root record, module contents, append results) use this
-decorator instead; everything above the hook keeps ``@dataclass``.
+decorator instead, and so do the records on the start-up path of ``vmpatch
+patch`` and ``vmpatch tree`` (ELF facts, the root's location, plans and
+results): each ``@dataclass(frozen=True)`` costs 1-2 ms to create (it
+compiles six methods), 24 ms for the eleven of ``patch``, whose whole run is
+held to a tenth of objcopy's (issue 12). The rest keeps ``@dataclass``.
 
 It does the subset of ``@dataclass(frozen=True)`` those records use, with
 the same behaviour: fields are the class's own annotations (in order, a

@@ -25,10 +25,10 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import SystemFailure
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import write_all
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import merkle_trailer
@@ -384,7 +384,7 @@ def hash_leaves(
         return leaves
 
 
-@dataclass(frozen=True)
+@frozen
 class MerkleTree:
     """All layers of a built tree: ``layers[0]`` are the leaves, the last is the root."""
 

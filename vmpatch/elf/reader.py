@@ -23,12 +23,12 @@ import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from vmpatch.elf.constants import ELF_MAGIC, ElfType, SectionFlag, section_type_name
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen
 from vmpatch.records.root import ByteOrder
 
 __all__ = [
@@ -56,7 +56,7 @@ _EI_NIDENT = 16
 _SHN_XINDEX = 0xFFFF
 
 
-@dataclass(frozen=True)
+@frozen
 class ElfIdentity:
     """What kind of ELF file this is: the facts `inspect` reports."""
 
@@ -81,7 +81,7 @@ def machine_name(value: int) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
+@frozen
 class SectionInfo:
     """One section header, decoded."""
 
@@ -111,7 +111,7 @@ class SectionInfo:
         return "".join(letter for letter, bit in letters if self.flags & bit)
 
 
-@dataclass(frozen=True)
+@frozen
 class SymbolInfo:
     """One symbol table entry, decoded."""
 

@@ -14,7 +14,6 @@ image in full while `patch` refuses it with one precise reason.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.elf.constants import ElfType, SectionFlag, SectionType
@@ -26,6 +25,7 @@ from vmpatch.elf.reader import (
     open_elf,
 )
 from vmpatch.errors import InputError, UnsupportedLayout
+from vmpatch.frozen import frozen
 from vmpatch.records.root import ROOT_RECORD_SIZE, ByteOrder, HasRootRecord, ModuleHashesRoot
 
 __all__ = [
@@ -43,7 +43,7 @@ SECTION_NAME = ".module_hashes"
 SYMBOL_NAME = "module_hashes_root"
 
 
-@dataclass(frozen=True)
+@frozen
 class RootLocation:
     """Where a vmlinux keeps its root, and what is there now."""
 
@@ -170,7 +170,7 @@ def root_of(location: RootLocation) -> ModuleHashesRoot:
     return root
 
 
-@dataclass(frozen=True)
+@frozen
 class SectionReport:
     """The ``.module_hashes`` section header, as ``inspect`` shows it."""
 
@@ -186,7 +186,7 @@ class SectionReport:
     addralign: int
 
 
-@dataclass(frozen=True)
+@frozen
 class SymbolReport:
     """The ``module_hashes_root`` symbol, as ``inspect`` shows it."""
 
@@ -198,7 +198,7 @@ class SymbolReport:
     section_index: int
 
 
-@dataclass(frozen=True)
+@frozen
 class ImageReport(HasRootRecord):
     """Everything ``inspect`` knows about an image's root (``kind`` is ``"vmlinux"``).
 

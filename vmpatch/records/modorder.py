@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure, UnsupportedLayout
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import open_input
 
 __all__ = ["Layout", "OrderEntry", "detect_layout", "read_modules_order"]
@@ -37,7 +37,7 @@ class Layout(StrEnum):
     INSTALLED = "installed"  # lines "kernel/path/to/mod.ko"; modules "<line>[.gz|.xz|.zst]"
 
 
-@dataclass(frozen=True)
+@frozen
 class OrderEntry:
     """One line of modules.order: its position and the module it names."""
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen, record_fields
 from vmpatch.fs.atomic import atomic_write
 
 __all__ = [
@@ -32,7 +32,7 @@ RECORD_NAME = "vmpatch-strip.json"
 _CONFIG_KEY = "CONFIG_MODULE_INSTALL_STRIP="
 
 
-@dataclass(frozen=True)
+@frozen
 class StripRecord:
     """How a tree's modules were stripped: the input and the exact tool.
 
@@ -75,7 +75,8 @@ def read_record(directory: str | os.PathLike[str]) -> StripRecord | None:
 def write_record(directory: str | os.PathLike[str], record: StripRecord) -> Path:
     """Write ``record`` as ``vmpatch-strip.json`` in ``directory`` atomically; return its path."""
     path = Path(directory) / RECORD_NAME
-    text = json.dumps(asdict(record), sort_keys=True, indent=2) + "\n"
+    document = {name: getattr(record, name) for name in record_fields(record) or ()}
+    text = json.dumps(document, sort_keys=True, indent=2) + "\n"
     atomic_write(path, text.encode("utf-8"))
     return path
 

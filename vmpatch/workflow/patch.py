@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmpatch.elf.vmlinux import SECTION_NAME, RootLocation, locate
 from vmpatch.errors import InputError, SystemFailure, UsageError
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import atomic_copy, check_target, file_identity, open_input
 from vmpatch.records.root import ModuleHashesRoot
 
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@frozen
 class RootSource:
     """Where the new root comes from: raw section bytes, or a decoded root.
 
@@ -62,7 +62,7 @@ class RootSource:
         return self.root.encode(location.identity.byteorder)
 
 
-@dataclass(frozen=True)
+@frozen
 class PatchResult:
     """What one patch did: where, from what, to what."""
 
@@ -100,7 +100,7 @@ def _decoded(raw: bytes, byteorder: str) -> ModuleHashesRoot | None:
         return None
 
 
-@dataclass(frozen=True)
+@frozen
 class PatchReport:
     """What ``vmpatch patch`` did: where the root came from, the tree it built, each image."""
 
@@ -192,7 +192,7 @@ def _write_at(
         raise SystemFailure(path, f"read-back of {SECTION_NAME} differs from what was written")
 
 
-@dataclass(frozen=True)
+@frozen
 class PatchPlan:
     """One validated patch, ready to apply."""
 

@@ -15,11 +15,11 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import overload
 
 from vmpatch.errors import InputError, SystemFailure, UsageError
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import atomic_write
 from vmpatch.fs.batch import durable_batch
 from vmpatch.merkle import MerkleTree, ModuleFile, default_workers, hash_leaves
@@ -65,7 +65,7 @@ def default_suffix(build_dir: Path) -> str:
     return STRIPPED_SUFFIX if stripped else PLAIN_SUFFIX
 
 
-@dataclass(frozen=True)
+@frozen
 class PlannedModule:
     """One module of the tree; the name is kept as text because a kernel has
     thousands and pathlib parsing was a third of planning time (measured with the
@@ -88,7 +88,7 @@ class PlannedModule:
         return self.build_dir / (self.entry.stem + PROOF_SUFFIX)
 
 
-@dataclass(frozen=True)
+@frozen
 class TreePlan:
     """Which files make the tree, in order, and where their proofs go."""
 
@@ -376,7 +376,7 @@ def no_progress(description: str, total: int) -> AbstractContextManager[None]:
     return nullcontext()
 
 
-@dataclass(frozen=True)
+@frozen
 class TreeModule:
     """One leaf: the module file, its position, and the proof written for it (or None)."""
 
@@ -422,7 +422,7 @@ class _TreeModules(Sequence[TreeModule]):
         return f"{type(self).__name__}({len(self)} modules)"
 
 
-@dataclass(frozen=True)
+@frozen
 class TreeResult:
     """What ``vmpatch tree`` built and wrote."""
 
@@ -452,7 +452,15 @@ class TreeResult:
         return len(self.modules)
 
 
-def tree_result(plan: TreePlan, tree: MerkleTree, *, proofs: bool) -> TreeResult:
+def tree_result(
+    plan: TreePlan,
+    tree: MerkleTree,
+    *,
+    proofs: bool,
+    root_out: Path | None = None,
+    c_out: Path | None = None,
+    byteorder: ByteOrder | None = None,
+) -> TreeResult:
     """The result of hashing ``plan`` into ``tree`` (proofs written or not)."""
     return TreeResult(
         build_dir=plan.build_dir,
@@ -461,6 +469,9 @@ def tree_result(plan: TreePlan, tree: MerkleTree, *, proofs: bool) -> TreeResult
         root_record=tree.root,
         modules=_TreeModules(plan, proofs),
         proofs_written=proofs,
+        root_out=root_out,
+        c_out=c_out,
+        byteorder=byteorder,
     )
 
 
@@ -537,8 +548,10 @@ def _run_tree(
         atomic_write(root_out, merkle.root.encode(order))
     if c_out is not None:
         atomic_write(c_out, root_c_source(merkle.root).encode())
-    return replace(
-        tree_result(plan, merkle, proofs=proofs),
+    return tree_result(
+        plan,
+        merkle,
+        proofs=proofs,
         root_out=Path(root_out) if root_out is not None else None,
         c_out=Path(c_out) if c_out is not None else None,
         byteorder=order,
