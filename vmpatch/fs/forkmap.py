@@ -145,7 +145,12 @@ def _one_round(
     func: Callable[[int], object], chunks: list[list[int]], workers: int, tally: _Tally
 ) -> None:
     """Run ``chunks`` once through ``workers`` children; report each chunk as it ends."""
+    import faulthandler
     import mmap
+    import pickle
+    import signal
+
+    del faulthandler, pickle, signal  # imported once here, not in every child
 
     shared = mmap.mmap(-1, _SLOT.size * workers)  # MAP_SHARED | MAP_ANONYMOUS
     tasks_read, tasks_write = os.pipe()

@@ -165,7 +165,7 @@ def decompress(
     kernel refuses the file (for instance an xz CRC64 check) and for
     oversized data.
     """
-    where = Path(path)
+    where = path if isinstance(path, Path) else Path(path)
     _check_magic(where, codec, data)
     if codec is Codec.NONE:
         if len(data) > max_size:
@@ -195,7 +195,7 @@ def read_raw(
     An unreadable file is an :class:`InputError` when it is missing or not a
     regular file and a :class:`SystemFailure` for other I/O errors.
     """
-    where = Path(path)
+    where = path if isinstance(path, Path) else Path(path)
     codec = codec_for_path(where)
     try:
         with open_input(where) as fh:
