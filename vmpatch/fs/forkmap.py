@@ -88,6 +88,7 @@ def fork_map(
     many go to a child at once (its results come back in one write). The
     caller checks :func:`can_fork` first.
     """
+    workers = max(1, workers)
     pending = list(order) if order is not None else list(range(count))
     if sorted(pending) != list(range(count)):
         raise ValueError("order must list every index once")

