@@ -213,7 +213,8 @@ class MappedPlain:
     ``data`` is what :func:`read_raw` and :func:`decompress` give for a
     ``.ko`` (the same checks, the same errors), as a memoryview of the
     mapping, or as bytes read the usual way for a file that cannot be mapped
-    (an empty file, a procfs or sysfs file). Only for single-threaded
+    (an empty file, a procfs or sysfs file, one that shrank before it could
+    be mapped). Only for single-threaded
     processes such as :mod:`vmpatch.fs.forkmap`'s workers: a file that
     shrinks while mapped raises SIGBUS, which kills the process, and in a
     threaded process every fault and munmap contends on one address space
@@ -238,7 +239,9 @@ class MappedPlain:
                 if info.st_size > max_size and stat.S_ISREG(info.st_mode):
                     raise _too_big(where, max_size)
                 if info.st_size and stat.S_ISREG(info.st_mode):
-                    with contextlib.suppress(OSError):  # a file system that cannot map
+                    # OSError: a file system that cannot map (sysfs); ValueError: the file
+                    # shrank since fstat (mmap checks the size again). Both are read instead.
+                    with contextlib.suppress(OSError, ValueError):
                         self._mapping = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
             finally:
                 os.close(fd)
