@@ -422,9 +422,10 @@ def verify_files(
     modules that are not accepted only. Each verdict's ``result`` is what
     finit_module returns under ``enforcement`` (None: its ``load_result``).
 
-    With many modules, and no other thread alive, plain modules are judged in
-    forked workers that map each file (:mod:`vmpatch.fs.forkmap`), else in
-    threads; both give the same results for every input
+    With many modules, and no other thread alive, modules are judged in
+    forked workers (:mod:`vmpatch.fs.forkmap`), which map each plain module
+    instead of reading it, else in threads; both give the same results for
+    every input
     (tests/test_verify_forked.py). Measured on Debian's 4230 modules with
     proofs (510 MB in tmpfs, 2 CPUs, ``vmpatch verify --summary``, 3
     alternated rounds): threads 1.67 s (1.95x ``vmpatch tree``), because the
