@@ -207,11 +207,13 @@ def kernel_verdict(module: bytes | memoryview, kernel: KernelModel) -> Verdict:
     leaf = hashlib.sha256(b"\x01" + struct.pack(">I", pos))
     leaf.update(memoryview(module)[:module_len])
     cur = leaf.digest()
-    for level in range(levels):
-        start = proof_at + 4 + _DIGEST * level
-        sibling = bytes(module[start : start + _DIGEST])
+    # Every sibling in one unpack: 17 us a module against 28 with a slice and a
+    # copy per level (13 levels, the loop timed alone; Debian's tree has 4230).
+    siblings = struct.unpack_from(f"{_DIGEST}s" * levels, module, proof_at + 4)
+    sha256 = hashlib.sha256
+    for level, sibling in enumerate(siblings):
         pair = cur + sibling if (pos >> level) & 1 == 0 else sibling + cur
-        cur = hashlib.sha256(b"\x02" + pair).digest()
+        cur = sha256(b"\x02" + pair).digest()
     if cur != kernel.root.digest:
         return _reject(
             "ENOKEY", f"hash mismatch at position {pos}", kind, position=pos, proof_levels=levels

@@ -23,6 +23,7 @@ use, so a ``.ko.xz`` never loads gzip and a ``.ko`` none of them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "codec_for_path",
     "compress",
     "decompress",
+    "map_plain",
     "read_module",
     "read_raw",
 ]
@@ -107,7 +109,7 @@ class ModuleContent:
 
 def codec_for_path(path: str | os.PathLike[str]) -> Codec:
     """The codec the file name promises, from its last suffix alone."""
-    suffix = Path(path).suffix
+    suffix = (path if isinstance(path, Path) else Path(path)).suffix
     for codec in (Codec.GZIP, Codec.XZ, Codec.ZSTD):
         if suffix == codec.suffix:
             return codec
@@ -163,7 +165,7 @@ def decompress(
     kernel refuses the file (for instance an xz CRC64 check) and for
     oversized data.
     """
-    where = Path(path)
+    where = path if isinstance(path, Path) else Path(path)
     _check_magic(where, codec, data)
     if codec is Codec.NONE:
         if len(data) > max_size:
@@ -193,7 +195,7 @@ def read_raw(
     An unreadable file is an :class:`InputError` when it is missing or not a
     regular file and a :class:`SystemFailure` for other I/O errors.
     """
-    where = Path(path)
+    where = path if isinstance(path, Path) else Path(path)
     codec = codec_for_path(where)
     try:
         with open_input(where) as fh:
@@ -203,6 +205,82 @@ def read_raw(
     except OSError as err:  # missing or a directory: InputError; other I/O: SystemFailure
         raise SystemFailure.from_oserror(where, err, "read module") from None
     return codec, raw
+
+
+class MappedPlain:
+    """A plain module's bytes through a read-only mapping of the file: no copy.
+
+    ``data`` is what :func:`read_raw` and :func:`decompress` give for a
+    ``.ko`` (the same checks, the same errors), as a memoryview of the
+    mapping, or as bytes read the usual way for a file that cannot be mapped
+    (an empty file, a procfs or sysfs file, one that shrank before it could
+    be mapped). Only for single-threaded
+    processes such as :mod:`vmpatch.fs.forkmap`'s workers: a file that
+    shrinks while mapped raises SIGBUS, which kills the process, and in a
+    threaded process every fault and munmap contends on one address space
+    (see :mod:`vmpatch.merkle`). Use as a context manager; drop every view
+    of ``data`` before it closes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_size: int) -> None:
+        import mmap
+        import stat
+
+        where = path if isinstance(path, Path) else Path(path)
+        self._mapping: mmap.mmap | None = None
+        self.data: memoryview | bytes = b""
+        try:
+            # open_input's open (O_NONBLOCK: a FIFO must not hang), without its file
+            # object: a regular file is mapped from the descriptor; anything else is
+            # left to read_raw's own path and errors.
+            fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                info = os.fstat(fd)
+                if info.st_size > max_size and stat.S_ISREG(info.st_mode):
+                    raise _too_big(where, max_size)
+                if info.st_size and stat.S_ISREG(info.st_mode):
+                    # OSError: a file system that cannot map (sysfs); ValueError: the file
+                    # shrank since fstat (mmap checks the size again). Both are read instead.
+                    with contextlib.suppress(OSError, ValueError):
+                        self._mapping = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise SystemFailure.from_oserror(where, err, "read module") from None
+        if self._mapping is None:  # empty, procfs, sysfs, not a regular file: read it
+            self.data = read_raw(where, max_size=max_size)[1]
+        else:
+            self.data = memoryview(self._mapping)
+        try:
+            _check_magic(where, Codec.NONE, bytes(self.data[:8]))
+            if len(self.data) > max_size:  # read() of a file that grew past the bound
+                raise _too_big(where, max_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Unmap the file (a view still held elsewhere keeps it mapped until dropped)."""
+        data, mapping = self.data, self._mapping
+        self.data, self._mapping = b"", None
+        with contextlib.suppress(BufferError):
+            if isinstance(data, memoryview):
+                data.release()
+            if mapping is not None:
+                mapping.close()
+
+    def __enter__(self) -> MappedPlain:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def map_plain(
+    path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_DECOMPRESSED
+) -> MappedPlain:
+    """A plain ``.ko``'s bytes mapped read-only (:class:`MappedPlain`: single-threaded only)."""
+    return MappedPlain(path, max_size=max_size)
 
 
 def read_module(

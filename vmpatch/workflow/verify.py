@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmpatch.boot.kernel import kernel_model
-from vmpatch.errors import EXIT_MISMATCH, InputError, UsageError, VmpatchError
+from vmpatch.errors import EXIT_MISMATCH, InputError, SystemFailure, UsageError, VmpatchError
+from vmpatch.ko import kdecompress
+from vmpatch.ko.compression import Codec, codec_for_path, decompress, map_plain, read_raw
 from vmpatch.ko.kdecompress import LoadPath
 from vmpatch.records.root import HasRootRecord, ModuleHashesRoot
+from vmpatch.records.trailer import TrailerKind
 from vmpatch.verdict import (
     KernelModel,
     Pkcs7Support,
@@ -83,6 +86,7 @@ class ModuleVerdict:
         verdict: Verdict,
         load_path: LoadPath = LoadPath.PLAIN,
         explanation: Explanation | None = None,
+        result: str | None = None,
     ) -> ModuleVerdict:
         return cls(
             path=path,
@@ -98,7 +102,7 @@ class ModuleVerdict:
             },
             reason=verdict.reason,
             load_path=load_path,
-            result=verdict.load_result,
+            result=verdict.load_result if result is None else result,
             explanation=explanation,
         )
 
@@ -180,14 +184,22 @@ class Enforcement:
             "locks down when booted with EFI Secure Boot)"
         )
 
-    def result(self, verdict: ModuleVerdict) -> str:
+    def result(self, verdict: ModuleVerdict | Verdict) -> str:
         """What finit_module returns for ``verdict`` under this enforcement."""
-        if verdict.verdict is not VerdictKind.REJECT or verdict.errno not in _SOFT_ERRNOS:
-            return verdict.load_result
+        return self.result_of(
+            verdict.verdict, verdict.errno, verdict.load_result, verdict.lockdown_result
+        )
+
+    def result_of(
+        self, kind: VerdictKind, errno: str | None, load_result: str, lockdown_result: str
+    ) -> str:
+        """:meth:`result` from a verdict's four fields."""
+        if kind is not VerdictKind.REJECT or errno not in _SOFT_ERRNOS:
+            return load_result
         if self.mode is EnforcementMode.ENFORCING:
-            return verdict.load_result
+            return load_result
         if self.mode is EnforcementMode.LOCKDOWN:
-            return verdict.lockdown_result
+            return lockdown_result
         return "0"
 
 
@@ -333,9 +345,6 @@ def kernel_view(
     path: Path, kernel: KernelModel, *, max_size: int, load_path: LoadPath | None = None
 ) -> tuple[LoadPath, bytes | Verdict]:
     """The bytes the kernel authenticates, or the verdict when it refuses the file first."""
-    from vmpatch.ko import kdecompress
-    from vmpatch.ko.compression import Codec, decompress, read_raw
-
     codec, raw = read_raw(path, max_size=max_size)
     if codec is Codec.NONE:
         return LoadPath.PLAIN, decompress(raw, codec, path=path, max_size=max_size)
@@ -402,6 +411,7 @@ def verify_files(
     progress: Callable[[int], None] | None = None,
     load_path: LoadPath | None = None,
     explainer: Explainer | None = None,
+    enforcement: Enforcement | None = None,
 ) -> list[ModuleVerdict | FileError]:
     """The kernel's verdict for every module file, in the order given.
 
@@ -409,32 +419,177 @@ def verify_files(
     :class:`FileError` among the verdicts: one bad file hides no other.
     ``load_path`` forces the loading path of compressed modules (None: as kmod
     chooses it, see :func:`assumptions`). ``explainer`` is asked why, for
-    modules that are not accepted only.
+    modules that are not accepted only. Each verdict's ``result`` is what
+    finit_module returns under ``enforcement`` (None: its ``load_result``).
+
+    With many modules, and no other thread alive, modules are judged in
+    forked workers (:mod:`vmpatch.fs.forkmap`), which map each plain module
+    instead of reading it, else in threads; both give the same results for
+    every input
+    (tests/test_verify_forked.py). Measured on Debian's 4230 modules with
+    proofs (510 MB in tmpfs, 2 CPUs, ``vmpatch verify --summary``, 3
+    alternated rounds): threads 1.67 s (1.95x ``vmpatch tree``), because the
+    per-module Python (open, verdict, the 13-level fold) convoys on the GIL
+    between hashes and read() copies every byte once more; forked workers
+    1.12 s (1.11x; CPU 1.62 s against 2.17 s). Over the re-rooted ``.ko.xz``
+    tree, where liblzma does most of the work, 5.75 s against 6.69 s in
+    threads (1.23x against 1.41x of ``xargs -P2 xz -dc``).
     """
+    from vmpatch.fs import forkmap
     from vmpatch.ko.compression import DEFAULT_MAX_DECOMPRESSED
     from vmpatch.merkle import default_workers
 
     limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
+    workers = min(workers or default_workers(), max(1, len(paths)))
+
+    def judged(path: Path, *, mapped: bool = False) -> _Judged | VmpatchError:
+        return _judge(path, kernel, limit, load_path, explainer, mapped=mapped)
+
+    if workers > 1 and len(paths) >= _FORK_THRESHOLD and forkmap.can_fork():
+
+        def crashed(index: int, why: str) -> _Encoded:
+            return SystemFailure(paths[index], f"cannot read module: {why}")
+
+        encoded = forkmap.fork_map(
+            lambda index: _encode(judged(paths[index], mapped=True)),
+            len(paths),
+            workers=workers,
+            crashed=crashed,
+            progress=progress,
+        )
+        return [_decode(path, code, enforcement) for path, code in zip(paths, encoded, strict=True)]
 
     def judge(path: Path) -> ModuleVerdict | FileError:
-        try:
-            chosen, view = kernel_view(path, kernel, max_size=limit, load_path=load_path)
-        except VmpatchError as err:
-            return FileError.of(path, err)
-        data = None if isinstance(view, Verdict) else view
-        verdict = view if isinstance(view, Verdict) else kernel_verdict(view, kernel)
-        why = None
-        if explainer is not None and verdict.verdict is not VerdictKind.ACCEPT:
-            why = explainer(path, data, verdict.verdict, verdict.reason)
-        return ModuleVerdict.of(path, verdict, chosen, why)
+        outcome = judged(path)
+        if isinstance(outcome, VmpatchError):
+            return FileError.of(path, outcome)
+        return _module_verdict(path, *outcome, enforcement)
 
     results = []
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, result in enumerate(pool.map(judge, paths), start=1):
             results.append(result)
             if progress:
                 progress(done)
     return results
+
+
+#: Below this many modules, forking workers costs more than it saves.
+_FORK_THRESHOLD = 64
+
+#: A module's verdict, its loading path and its explanation (ModuleVerdict.of's arguments).
+_Judged = tuple[Verdict, LoadPath, "Explanation | None"]
+
+
+def _judge(
+    path: Path,
+    kernel: KernelModel,
+    max_size: int,
+    load_path: LoadPath | None,
+    explainer: Explainer | None,
+    *,
+    mapped: bool,
+) -> _Judged | VmpatchError:
+    """One module's verdict, or the error that stopped it; ``mapped`` (only in a
+    single-threaded process) maps a plain module instead of reading it."""
+    if mapped and codec_for_path(path) is Codec.NONE:
+        try:
+            module = map_plain(path, max_size=max_size)
+        except VmpatchError as err:
+            return err
+        with module:
+            return _verdict_on(path, LoadPath.PLAIN, module.data, kernel, explainer, copy=True)
+    try:
+        chosen, view = kernel_view(path, kernel, max_size=max_size, load_path=load_path)
+    except VmpatchError as err:
+        return err
+    return _verdict_on(path, chosen, view, kernel, explainer)
+
+
+def _verdict_on(
+    path: Path,
+    chosen: LoadPath,
+    view: bytes | memoryview | Verdict,
+    kernel: KernelModel,
+    explainer: Explainer | None,
+    *,
+    copy: bool = False,
+) -> _Judged:
+    verdict = view if isinstance(view, Verdict) else kernel_verdict(view, kernel)
+    why = None
+    if explainer is not None and verdict.verdict is not VerdictKind.ACCEPT:
+        data = None if isinstance(view, Verdict) else bytes(view) if copy else view
+        why = explainer(path, data, verdict.verdict, verdict.reason)  # type: ignore[arg-type]
+    return verdict, chosen, why
+
+
+#: What a worker process sends back for one module: the error, or the verdict's
+#: fields as plain values (unpickling 4230 ModuleVerdicts with their paths and
+#: enums took 84 ms of the caller's time; the caller knows the paths).
+_Encoded = VmpatchError | tuple[object, ...]
+_KINDS = {kind.value: kind for kind in VerdictKind}
+_LOAD_PATHS = {path.value: path for path in LoadPath}
+_TRAILERS = {kind.value: kind for kind in TrailerKind}
+
+
+def _encode(outcome: _Judged | VmpatchError) -> _Encoded:
+    if isinstance(outcome, VmpatchError):
+        return outcome
+    v, chosen, why = outcome
+    return (
+        v.verdict.value,
+        v.errno,
+        v.load_result,
+        v.lockdown_result,
+        v.reason,
+        v.trailer.value,
+        v.position,
+        v.proof_levels,
+        chosen.value,
+        why,
+    )
+
+
+def _module_verdict(
+    path: Path,
+    verdict: Verdict,
+    chosen: LoadPath,
+    why: Explanation | None,
+    enforcement: Enforcement | None,
+) -> ModuleVerdict:
+    result = None if enforcement is None else enforcement.result(verdict)
+    return ModuleVerdict.of(path, verdict, chosen, why, result)
+
+
+def _decode(
+    path: Path, code: _Encoded, enforcement: Enforcement | None
+) -> ModuleVerdict | FileError:
+    """The result :func:`_judge` gave in a worker, as ModuleVerdict.of builds it here.
+
+    Built directly from the fields: through Verdict and ModuleVerdict.of it
+    was 11.5 us a module, a twentieth of verify's time over Debian's 4230
+    (timeit; the worker processes are busy meanwhile, so this is on top).
+    """
+    if isinstance(code, VmpatchError):
+        return FileError.of(path, code)
+    name, errno, load, lockdown, reason, trailer, position, levels, chosen, why = code
+    kind = _KINDS[name]  # type: ignore[index]
+    result = (
+        load if enforcement is None else enforcement.result_of(kind, errno, load, lockdown)  # type: ignore[arg-type]
+    )
+    return ModuleVerdict(
+        path,
+        kind,
+        errno,  # type: ignore[arg-type]
+        load,  # type: ignore[arg-type]
+        lockdown,  # type: ignore[arg-type]
+        position,  # type: ignore[arg-type]
+        {"kind": _TRAILERS[trailer], "position": position, "levels": levels},  # type: ignore[index]
+        reason,  # type: ignore[arg-type]
+        _LOAD_PATHS[chosen],  # type: ignore[index]
+        result,  # type: ignore[arg-type]
+        why,  # type: ignore[arg-type]
+    )
 
 
 def unlisted_modules(tree: str | os.PathLike[str], listed: Sequence[Path]) -> list[Path]:
@@ -449,10 +604,11 @@ def unlisted_modules(tree: str | os.PathLike[str], listed: Sequence[Path]) -> li
     named = {os.path.normpath(p) for p in listed}
     found = []
     for directory, _dirs, names in os.walk(tree):
-        for name in names:
-            path = Path(directory) / name
-            listed_here = os.path.normpath(path) in named
-            if name.endswith(MODULE_SUFFIXES) and not listed_here and path.is_file():
+        for name in names:  # text, not Paths: 0.1 s of Debian's 4230 modules was pathlib
+            if not name.endswith(MODULE_SUFFIXES):
+                continue
+            where = os.path.join(directory, name)
+            if os.path.normpath(where) not in named and (path := Path(where)).is_file():
                 found.append(path)
     return sorted(found)
 
@@ -536,11 +692,9 @@ def run_verify(
             progress=done,
             load_path=load_path,
             explainer=explainer,
+            enforcement=enforcement,
         )
-        return tuple(
-            replace(m, result=enforcement.result(m)) if isinstance(m, ModuleVerdict) else m
-            for m in results
-        )
+        return tuple(results)
 
     with (progress or no_progress)("verifying modules", len(files) + len(extra)) as done:
         results = judged(files, done)
@@ -596,7 +750,6 @@ def _tree_state(
     results: Sequence[ModuleVerdict | FileError],
 ) -> str | None:
     """How far the tree was re-rooted for this kernel (vmpatch.workflow.reroot.tree_state)."""
-    from vmpatch.records.trailer import TrailerKind
     from vmpatch.workflow.reroot import tree_state
 
     proved = sum(
