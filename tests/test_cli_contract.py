@@ -482,10 +482,24 @@ def test_version_startup_is_light() -> None:
     least 0.16); that is typer's cost and is discounted, vmpatch's own
     imports must add none.
     """
-    imported = _imported(["-m", "vmpatch", "--version"])
+    imported = _imported(["-m", "vmpatch", "--debug", "--version"])
     assert "vmpatch.cli.app" in imported  # the measurement did see the CLI start
     by_typer = _heavy(_imported(["-c", "import typer"]))
     assert _heavy(imported) - by_typer == set()
+
+
+def test_version_alone_loads_no_typer() -> None:
+    """`vmpatch --version` alone answers before the app loads, with the app's own line.
+
+    typer and click are 0.1 s of start-up (issue 12 holds `--version` to 5x
+    `python -c pass`); with another global option the app's eager
+    `--version` answers, and both must print the same.
+    """
+    alone = _imported(["-m", "vmpatch", "--version"])
+    assert "typer" not in alone and "vmpatch.cli.app" not in alone, sorted(alone)
+    fast, through_app = run("--version"), run("--debug", "--version")
+    assert fast.returncode == through_app.returncode == 0, through_app.stderr
+    assert fast.stdout == through_app.stdout
 
 
 def test_hook_imports_no_third_party_module() -> None:

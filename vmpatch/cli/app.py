@@ -11,7 +11,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand
 
-from vmpatch import FORMAT_VERSION, __version__
 from vmpatch.errors import (
     EXIT_BUG,
     EXIT_INPUT,
@@ -88,7 +87,9 @@ def debugging() -> bool:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"vmpatch {__version__} (format {FORMAT_VERSION})")
+        from vmpatch.cli import version_line
+
+        print(version_line())
         raise typer.Exit()
 
 
