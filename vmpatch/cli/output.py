@@ -10,7 +10,6 @@ so nothing can wrap or colour it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -72,6 +71,8 @@ def _guarded() -> Iterator[None]:
 
 def emit_json(command: str, result: Any) -> None:
     """Print ``result`` as the one JSON document of ``command`` (vmpatch.cli.jsonout)."""
+    import json  # here: 3 ms of every start otherwise (python -X importtime)
+
     from vmpatch.cli.jsonout import document as json_document
 
     document = json_document(command, result)
