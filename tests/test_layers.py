@@ -119,9 +119,13 @@ def test_the_cli_check_can_fail() -> None:
 # What one real hook call loads (issue 12: the hook runs ~5000 times a kernel)
 
 #: Modules the hook must never load for an append: dataclasses pulls inspect,
-#: ast, dis and tokenize (20-28 ms of an 83 ms call, vmpatch/frozen.py), and
-#: argparse, tempfile and typing are what the lean path was written to avoid.
-HEAVY = frozenset({"dataclasses", "inspect", "ast", "dis", "tokenize", "argparse", "tempfile"})
+#: ast, dis and tokenize (20-28 ms of an 83 ms call, vmpatch/frozen.py),
+#: pathlib pulls urllib.parse, ipaddress and re (a third of the hook's import
+#: time, vmpatch/fs/atomic.py), and argparse, tempfile and typing are what the
+#: lean path was written to avoid.
+HEAVY = frozenset(
+    {"dataclasses", "inspect", "ast", "dis", "tokenize", "argparse", "tempfile", "pathlib"}
+)
 #: typing too, but zstandard's own __init__ imports it (and platform): a .ko.zst pays that.
 TYPING = frozenset({"typing"})
 
@@ -142,7 +146,7 @@ DECOMPRESSORS = {".gz": ["gzip", "-dc"], ".xz": ["xz", "-dc"], ".zst": ["zstd", 
 
 #: Runs one hook call in this interpreter and prints its exit code, then every
 #: module loaded after start-up (what ``python -c pass`` already holds is not
-#: counted: the editable install's finder loads pathlib, for one).
+#: counted: setuptools' editable finder, where it is installed, loads pathlib).
 _PROBE = """\
 import sys
 before = set(sys.modules)

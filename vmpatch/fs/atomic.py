@@ -18,15 +18,18 @@ import contextlib
 import errno
 import os
 import stat
-from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
 
-#: typing loads only for type checkers (mypy reads this constant as true): the
-#: install hook imports this module (vmpatch.frozen says what its imports cost).
+#: typing and pathlib load only for type checkers (mypy reads this constant as
+#: true): the install hook imports this module, and atomic_write works on
+#: names as strings, since pathlib (with urllib.parse, ipaddress and re) was
+#: a third of the hook's import time (python -X importtime; vmpatch.frozen
+#: says what the others cost).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
     from typing import BinaryIO
 
 __all__ = [
@@ -84,12 +87,12 @@ def open_input(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
-def file_identity(path: Path) -> tuple[int, int] | str:
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, int] | str:
     """What makes two names the same file: device and inode, or the resolved name."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
-        return str(path.resolve())
+        return os.path.realpath(path)
     return (st.st_dev, st.st_ino)
 
 
@@ -99,6 +102,8 @@ def check_target(path: str | os.PathLike[str]) -> None:
     A missing directory or a directory in the file's place is the user's
     input problem (exit 2); a directory we may not write to is the system's.
     """
+    from pathlib import Path
+
     path = Path(path)
     try:
         is_dir, parent_is_dir = path.is_dir(), path.parent.is_dir()
@@ -113,7 +118,7 @@ def check_target(path: str | os.PathLike[str]) -> None:
         raise SystemFailure(path, f"cannot write: directory {parent} is not writable")
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
     """Make a rename in ``directory`` durable; a refusal is a :class:`SystemFailure`."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -204,12 +209,11 @@ def create_temporary(
 class _Temporary:
     """An open temp file beside its target; closed exactly once."""
 
-    def __init__(self, target: Path, pending: list[str] | None = None) -> None:
+    def __init__(self, target: str, pending: list[str] | None = None) -> None:
         try:
-            self.fd, name = create_temporary(target, pending)
+            self.fd, self.path = create_temporary(target, pending)
         except OSError as err:
             raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
-        self.path = Path(name)
         self.open = True
 
     def close(self) -> None:
@@ -217,16 +221,16 @@ class _Temporary:
             self.open = False  # before close: a failed close must not be retried
             os.close(self.fd)
 
-    def commit(self, target: Path) -> None:
+    def commit(self, target: str) -> None:
         """Make the content durable, then give it the target's name."""
         os.fsync(self.fd)
         self.close()
-        self.path.replace(target)
-        fsync_dir(target.parent)
+        os.replace(self.path, target)
+        fsync_dir(os.path.dirname(target) or ".")
 
 
 @contextlib.contextmanager
-def _temporary_beside(target: Path) -> Iterator[_Temporary]:
+def _temporary_beside(target: str) -> Iterator[_Temporary]:
     """A temp file next to ``target``, removed unless the caller committed it."""
     pending: list[str] = []
     try:
@@ -242,7 +246,7 @@ def _temporary_beside(target: Path) -> Iterator[_Temporary]:
         with contextlib.suppress(OSError):
             temp.close()
         with contextlib.suppress(OSError):
-            temp.path.unlink()
+            os.unlink(temp.path)
         raise
 
 
@@ -259,10 +263,10 @@ def atomic_write(
     ``mode`` (before the umask, as ``open`` would). A symlink is followed, as
     ``cat >> link`` would: the file it points to is replaced, the link stays.
     """
-    target = Path(os.path.realpath(target))
-    reference = Path(like) if like is not None else target
+    target = os.path.realpath(target)
+    reference = like if like is not None else target
     try:
-        ref_stat: os.stat_result | None = reference.stat()
+        ref_stat: os.stat_result | None = os.stat(reference)
     except FileNotFoundError:
         ref_stat = None
     except OSError as err:
@@ -295,7 +299,7 @@ def atomic_copy(
     before it is synced and renamed, so a patched copy never exists
     half-written under the target name. The copy keeps the source's mode.
     """
-    source, target = Path(source), Path(target)
+    target = os.fspath(target)
     try:
         src_fd = os.open(source, os.O_RDONLY)
     except OSError as err:
@@ -360,6 +364,8 @@ class StagedWrite:
         # A link is written through (the file it names is replaced) unless
         # follow_links is False: then the link itself becomes a regular file
         # with the content and metadata of the file it named.
+        from pathlib import Path
+
         reference = Path(os.path.realpath(target))
         self.target = reference if follow_links else Path(os.path.abspath(target))
         try:
@@ -368,7 +374,7 @@ class StagedWrite:
             raise SystemFailure.from_oserror(self.target, err, "write") from err
         pending: list[str] = []
         try:
-            self._temp = _Temporary(self.target, pending)
+            self._temp = _Temporary(os.fspath(self.target), pending)
         except BaseException:  # SIGINT/SIGTERM right after the file was created
             for name in pending:
                 with contextlib.suppress(OSError):
@@ -390,12 +396,14 @@ class StagedWrite:
 
     @property
     def temp_path(self) -> Path:
-        return self._temp.path
+        from pathlib import Path
+
+        return Path(self._temp.path)
 
     def commit(self) -> None:
         """Rename the staged content over the target (directories are synced by the caller)."""
         try:
-            self._temp.path.replace(self.target)
+            os.replace(self._temp.path, self.target)
         except OSError as err:
             raise SystemFailure.from_oserror(self.target, err, "replace") from err
 
@@ -403,7 +411,7 @@ class StagedWrite:
         with contextlib.suppress(OSError):
             self._temp.close()
         with contextlib.suppress(OSError):
-            self._temp.path.unlink()
+            os.unlink(self._temp.path)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
@@ -414,6 +422,8 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
     it only while holding the tree's lock, so a live run's files are safe.
     Symbolic links are never followed into other trees.
     """
+    from pathlib import Path
+
     removed = []
     for root, _dirs, files in os.walk(directory):
         for name in files:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
 from vmpatch.frozen import frozen
@@ -102,14 +101,16 @@ class ModuleContent:
     file itself when ``codec`` is :attr:`Codec.NONE`).
     """
 
-    path: Path
+    path: str | os.PathLike[str]  # as the caller named it (a str keeps pathlib off the hook)
     codec: Codec
     data: bytes
 
 
 def codec_for_path(path: str | os.PathLike[str]) -> Codec:
     """The codec the file name promises, from its last suffix alone."""
-    suffix = (path if isinstance(path, Path) else Path(path)).suffix
+    name = os.path.basename(os.fspath(path).rstrip("/"))
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""  # pathlib's PurePath.suffix
     for codec in (Codec.GZIP, Codec.XZ, Codec.ZSTD):
         if suffix == codec.suffix:
             return codec
@@ -123,7 +124,7 @@ def _codec_for_magic(data: bytes) -> Codec:
     return Codec.NONE
 
 
-def _check_magic(path: Path, codec: Codec, data: bytes) -> None:
+def _check_magic(path: str | os.PathLike[str], codec: Codec, data: bytes) -> None:
     """Refuse a file whose content does not match its suffix, in either direction."""
     found = _codec_for_magic(data)
     if found is codec:
@@ -141,7 +142,7 @@ def _check_magic(path: Path, codec: Codec, data: bytes) -> None:
     )
 
 
-def _too_big(path: Path, max_size: int) -> InputError:
+def _too_big(path: str | os.PathLike[str], max_size: int) -> InputError:
     return InputError(
         path,
         f"decompressed size exceeds {max_size} bytes (limit, raise with --max-decompressed)",
@@ -165,7 +166,7 @@ def decompress(
     kernel refuses the file (for instance an xz CRC64 check) and for
     oversized data.
     """
-    where = path if isinstance(path, Path) else Path(path)
+    where = path
     _check_magic(where, codec, data)
     if codec is Codec.NONE:
         if len(data) > max_size:
@@ -195,7 +196,7 @@ def read_raw(
     An unreadable file is an :class:`InputError` when it is missing or not a
     regular file and a :class:`SystemFailure` for other I/O errors.
     """
-    where = path if isinstance(path, Path) else Path(path)
+    where = path
     codec = codec_for_path(where)
     try:
         with open_input(where) as fh:
@@ -226,7 +227,7 @@ class MappedPlain:
         import mmap
         import stat
 
-        where = path if isinstance(path, Path) else Path(path)
+        where = path
         self._mapping: mmap.mmap | None = None
         self.data: memoryview | bytes = b""
         try:
@@ -292,7 +293,7 @@ def read_module(
     the bytes are those a kernel that decompresses that codec itself would
     verify (:func:`decompress`). Errors as :func:`read_raw`'s.
     """
-    where = Path(path)
+    where = path
     codec, raw = read_raw(where, max_size=max_size)
     return ModuleContent(where, codec, decompress(raw, codec, path=where, max_size=max_size))
 

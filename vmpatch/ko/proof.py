@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
-from pathlib import Path
 
 from vmpatch.errors import InputError, MismatchError, SystemFailure, UsageError
 from vmpatch.frozen import frozen
@@ -64,6 +63,7 @@ from vmpatch.records.trailer import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
     from typing import Any
 
     from vmpatch.records.root import ModuleHashesRoot
@@ -116,8 +116,8 @@ class AppendResult:
     vmlinux was given, else None.
     """
 
-    module: Path
-    proof: Path
+    module: str | os.PathLike[str]  # as the caller named it
+    proof: str | os.PathLike[str]
     action: AppendAction
     codec: str
     position: int
@@ -179,13 +179,13 @@ class StripProofResult:
 
 @frozen
 class Proof:
-    path: Path
+    path: str | os.PathLike[str]
     data: bytes
     position: int
     levels: int
 
 
-def _parse_proof(path: Path, data: bytes) -> Proof:
+def _parse_proof(path: str | os.PathLike[str], data: bytes) -> Proof:
     """Check that ``data`` is exactly one Merkle trailer (docs/format.md section 3)."""
 
     def bad(reason: str) -> InputError:
@@ -239,7 +239,7 @@ def _module_kind(data: bytes) -> str | None:
     return None
 
 
-def read_proof_file(path: Path) -> Proof:
+def read_proof_file(path: str | os.PathLike[str]) -> Proof:
     try:
         with open_input(path) as fh:
             data = fh.read(_MAX_PROOF + 1)
@@ -291,7 +291,7 @@ def _rejection(verdict: Verdict) -> str:
     return verdict.reason + (f" ({verdict.errno})" if verdict.errno else "")
 
 
-def _check_kernel(module: Path, data: bytes, kernel: KernelModel) -> VerdictKind:
+def _check_kernel(module: str | os.PathLike[str], data: bytes, kernel: KernelModel) -> VerdictKind:
     verdict = _judge(data, kernel)
     if not verdict.accepted:
         raise MismatchError(module, f"the kernel would reject the result: {_rejection(verdict)}")
@@ -299,7 +299,7 @@ def _check_kernel(module: Path, data: bytes, kernel: KernelModel) -> VerdictKind
 
 
 def _stack_or_replace(
-    module: Path, data: bytes, trailer: Trailer, proof: Proof, kernel: KernelModel
+    module: str | os.PathLike[str], data: bytes, trailer: Trailer, proof: Proof, kernel: KernelModel
 ) -> tuple[AppendAction, bytes]:
     """Over a signature, the one of stacking and replacing that the kernel accepts.
 
@@ -323,7 +323,7 @@ def _stack_or_replace(
     )
 
 
-def _refuse_existing(module: Path, trailer: Trailer) -> InputError:
+def _refuse_existing(module: str | os.PathLike[str], trailer: Trailer) -> InputError:
     kind = trailer.label
     article = "an" if kind[0] in "aeiou" else "a"
     malformed = "" if trailer.fits else " malformed"
@@ -338,7 +338,7 @@ def _refuse_existing(module: Path, trailer: Trailer) -> InputError:
 
 
 def plan_append(
-    module: Path,
+    module: str | os.PathLike[str],
     proof: Proof,
     *,
     replace: bool,
@@ -434,11 +434,11 @@ def append_proof(
     """
     if strip_check is not None:
         strip_check()
-    parsed = read_proof_file(Path(proof))
+    parsed = read_proof_file(proof)  # names stay as given: no pathlib on the hook's path
     model = resolve_kernel(kernel)
     with locked([module], wait=wait, waiting=waiting, missing_ok=True):
         planned = plan_append(
-            Path(module), parsed, replace=replace, stack=stack, root=model, max_size=max_size
+            module, parsed, replace=replace, stack=stack, root=model, max_size=max_size
         )
         write_planned(planned)
     return planned.result
@@ -475,6 +475,8 @@ def strip_proof(
     suffix says. The module (and an existing ``output``) is locked from the
     read to the rename, as :func:`append_proof` locks it.
     """
+    from pathlib import Path  # here, not at import: the install hook appends only
+
     targets = [module] if output is None else [module, output]
     with locked(targets, wait=wait, waiting=waiting, missing_ok=True):
         return _strip_proof(Path(module), all_trailers, output, max_size)
@@ -495,6 +497,8 @@ def _strip_proof(
         data = data[: trailer.module_size]
         if not all_trailers:
             break
+    from pathlib import Path
+
     written: Path | None = None
     if output is not None:
         written = Path(output)
