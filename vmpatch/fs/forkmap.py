@@ -41,6 +41,8 @@ import os
 import struct
 import threading
 
+from vmpatch.fs.atomic import write_all
+
 #: typing loads only for type checkers (mypy reads this constant as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -209,7 +211,7 @@ def _child(  # pragma: no cover - runs in a forked child
                 values.append(func(index))
             _SLOT.pack_into(shared, at, number, -1)  # type: ignore[arg-type]  # sending
             payload = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
-            _write_all(out, _FRAME.pack(number, len(payload)) + payload)
+            write_all(out, _FRAME.pack(number, len(payload)) + payload)
             _SLOT.pack_into(shared, at, -1, -1)  # type: ignore[arg-type]
     except BaseException as err:
         status = 1
@@ -218,15 +220,9 @@ def _child(  # pragma: no cover - runs in a forked child
         except Exception:
             payload = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
         with contextlib.suppress(BaseException):
-            _write_all(out, _FRAME.pack(-1, len(payload)) + payload)
+            write_all(out, _FRAME.pack(-1, len(payload)) + payload)
     finally:
         os._exit(status)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _collect(
