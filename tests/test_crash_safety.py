@@ -306,14 +306,46 @@ def test_batch_interrupted_leaves_no_temp(
 
     targets = [tmp_path / f"f{i}.merkle" for i in range(5)]
     for t in targets:
-        t.write_bytes(b"old")
+        t.write_bytes(b"old")  # another size than the new bytes: replaced, not overwritten
     interrupt_after(monkeypatch, name, calls)
+    with pytest.raises(KeyboardInterrupt):
+        durable_batch([(t, b"newer") for t in targets])
+    monkeypatch.undo()
+    renamed = calls if name == "replace" else 0
+    assert [t.read_bytes() for t in targets] == [b"newer"] * renamed + [b"old"] * (5 - renamed)
+    assert not list(tmp_path.glob(f"*{TEMP_MARK}")), "a temp file was left"
+
+
+def test_batch_interrupted_among_in_place_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same-size targets are rewritten in place: a SIGINT after the second write leaves
+    two new, the rest old, and no temp file (there was none)."""
+    from vmpatch.fs.batch import durable_batch
+
+    targets = [tmp_path / f"f{i}.merkle" for i in range(5)]
+    inodes = []
+    for t in targets:
+        t.write_bytes(b"old")
+        inodes.append(t.stat().st_ino)
+    real = os.pwrite
+    seen = 0
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        nonlocal seen
+        result = real(fd, data, offset)
+        seen += 1
+        if seen == 2:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
     with pytest.raises(KeyboardInterrupt):
         durable_batch([(t, b"new") for t in targets])
     monkeypatch.undo()
-    renamed = calls if name == "replace" else 0
-    assert [t.read_bytes() for t in targets] == [b"new"] * renamed + [b"old"] * (5 - renamed)
-    assert not list(tmp_path.glob(f"*{TEMP_MARK}")), "a temp file was left"
+    assert [t.read_bytes() for t in targets] == [b"new"] * 2 + [b"old"] * 3
+    assert [t.stat().st_ino for t in targets] == inodes
+    assert not list(tmp_path.glob(f"*{TEMP_MARK}"))
 
 
 def test_atomic_write_interrupted_after_open_leaves_no_temp(

@@ -23,10 +23,10 @@ import pytest
 from clirun import python_env, tool, vmpatch_argv
 from conftest import TESTDATA, require_tool
 
-TRACED = "fsync,fdatasync,syncfs,sync_file_range,rename,renameat2"
+TRACED = "fsync,fdatasync,syncfs,sync_file_range,rename,renameat2,pwrite64"
 #: One strace line: ``PID name(args) = result`` (-y prints each fd as fd<path>).
 LINE = re.compile(r"^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
-FD_PATH = re.compile(r"^\d+<(.*)>")
+FD_PATH = re.compile(r"^\d+<([^>]*)>")  # up to the first >: written bytes may hold one
 TEMP = re.compile(r"\.vmpatch-tmp$")
 
 
@@ -50,7 +50,10 @@ def traced_tree(build: Path, log: Path, *args: str) -> list[Call]:
         # Arguments are paths in quotes or fd<path>; split on the quote pairs.
         quoted = re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(3))
         fd = FD_PATH.match(m.group(3))
-        paths = quoted if quoted else [fd.group(1)] if fd else []
+        if m.group(2) == "pwrite64":  # its fd, not the bytes it writes
+            paths = [fd.group(1)] if fd else []
+        else:
+            paths = quoted if quoted else [fd.group(1)] if fd else []
         calls.append((m.group(2), paths, int(m.group(1))))
     return calls
 
@@ -94,16 +97,22 @@ def check_order(
     *,
     writers: int = 1,
     kept: int = 0,
+    overwritten: frozenset[Path] = frozenset(),
 ) -> None:
     """Flush before rename, directories after; each directory synced by at most ``writers``.
 
     ``proofs`` are the files replaced; ``kept`` more already held their new
-    bytes and are flushed in place, never renamed.
+    bytes and are flushed in place, never renamed. ``overwritten`` were
+    rewritten in place (same size, one sector): each by one write after the
+    last temporary of the batch was made durable (a batch that fails while
+    staging changes nothing), then flushed, and never renamed.
     """
     durable: dict[str, int] = {}  # temporary -> index of its flush
     syncfs_at: list[int] = []
     renamed: dict[Path, int] = {}
     dir_syncs: dict[Path, list[int]] = {}
+    written: dict[Path, int] = {}  # overwritten proof -> index of its write
+    flushed_after_write: set[Path] = set()
     for i, (name, args, *_) in enumerate(calls):
         if name in ("fsync", "fdatasync") and args:
             path = args[0]
@@ -111,23 +120,35 @@ def check_order(
                 durable.setdefault(path, i)
             elif Path(path).is_dir():
                 dir_syncs.setdefault(Path(path), []).append(i)
+            elif Path(path) in written:
+                flushed_after_write.add(Path(path))
         elif name == "syncfs":
             syncfs_at.append(i)
+        elif name in ("pwrite64", "write") and args and Path(args[0]) in proofs | overwritten:
+            final = Path(args[0])
+            assert final in overwritten, f"{final} written in place, not replaced"
+            assert final not in written, f"{final} written in place twice"
+            written[final] = i
         elif name in ("rename", "renameat2") and len(args) == 2:
             temp, final = args
+            assert Path(final) not in overwritten, f"{final} renamed, not written in place"
             if Path(final) in proofs:
                 assert TEMP.search(temp), f"{final} renamed from {temp}, not a temporary"
                 flushed = durable.get(temp, syncfs_at[0] if syncfs_at else None)
                 assert flushed is not None and flushed < i, f"{temp} renamed before durable"
                 renamed[Path(final)] = i
     assert set(renamed) == proofs, "every proof is renamed into place"
+    assert set(written) == overwritten, "every overwritten proof is written once"
+    assert flushed_after_write == overwritten, "an overwritten proof was not flushed"
+    if written and durable:
+        assert min(written.values()) > max(durable.values()), "written in place while staging"
     for directory in {p.parent for p in proofs}:
         last = max(i for p, i in renamed.items() if p.parent == directory)
         after = [i for i in dir_syncs.get(directory, []) if i > last]
         assert after, f"{directory} not synced after its last rename"
         assert len(dir_syncs[directory]) <= writers, f"{directory} synced more than {writers}x"
     flushes = sum(1 for name, *_ in calls if name in ("fsync", "fdatasync"))
-    most = len(proofs) + kept + writers * len({p.parent for p in proofs})
+    most = len(proofs) + kept + len(overwritten) + writers * len({p.parent for p in proofs})
     assert flushes <= most, "at most one flush a file"
 
 
@@ -135,10 +156,10 @@ def check_order(
 def test_tree_proofs_durable_before_rename(tmp_path: Path, kind: str) -> None:
     """Every .merkle's data is durable before its rename; each directory synced once, after.
 
-    Run twice: new proofs, then proofs replacing the first run's after a
-    module changed (every other module's proof holds a node of the changed
-    leaf's path, so all of them change). A third run over the unchanged tree
-    leaves every proof alone.
+    Run twice: new proofs, then proofs rewritten in place over the first
+    run's after a module changed (every other module's proof holds a node of
+    the changed leaf's path, so all of them change, and keep their size). A
+    third run over the unchanged tree leaves every proof alone.
     """
     build = tmp_path / "build"
     if kind == "kbuild-x86_64":
@@ -147,15 +168,17 @@ def test_tree_proofs_durable_before_rename(tmp_path: Path, kind: str) -> None:
         generated(build, 300)
     order = (build / "modules.order").read_text().split()
     proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
-    changed = proofs
-    for run in range(2):
-        before = {p: p.read_bytes() for p in changed if p.exists()}
-        calls = traced_tree(build, tmp_path / f"strace{run}.log")
-        check_order(calls, changed, kept=len(proofs - changed))
-        assert all(p.is_file() for p in proofs)
-        assert all(p.read_bytes() != old for p, old in before.items()), "a proof kept its bytes"
-        assert not list(build.rglob("*.vmpatch-tmp"))
-        changed = proofs - {change_one_module(build, order)}
+    calls = traced_tree(build, tmp_path / "strace0.log")
+    check_order(calls, proofs)
+    assert not list(build.rglob("*.vmpatch-tmp"))
+    changed = proofs - {change_one_module(build, order)}
+    before = {p: (p.read_bytes(), p.stat().st_ino) for p in changed}
+    calls = traced_tree(build, tmp_path / "strace1.log")
+    check_order(calls, set(), kept=len(proofs - changed), overwritten=frozenset(changed))
+    for p, (old, inode) in before.items():
+        assert p.read_bytes() != old, f"{p} kept its bytes"
+        assert p.stat().st_ino == inode, f"{p} was replaced, not rewritten in place"
+    assert not list(build.rglob("*.vmpatch-tmp"))
     assert_unchanged_run_writes_nothing(build, proofs, tmp_path / "strace-again.log")
 
 
@@ -213,14 +236,17 @@ def test_forked_batch_keeps_the_order_in_every_worker(tmp_path: Path) -> None:
     """
     build = generated(tmp_path / "build", 1200)
     order = (build / "modules.order").read_text().split()
-    proofs = changed = {build / (line.removesuffix(".o") + ".merkle") for line in order}
-    for run in range(2):
-        calls = traced_tree(build, tmp_path / f"strace{run}.log", "--workers", "2")
-        check_order(calls, changed, writers=2, kept=len(proofs - changed))
-        renaming = {pid for name, args, pid in calls if name.startswith("rename")}
-        assert len(renaming) == 2, f"renames came from {len(renaming)} processes"
-        assert not list(build.rglob("*.vmpatch-tmp"))
-        changed = proofs - {change_one_module(build, order)}
+    proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
+    calls = traced_tree(build, tmp_path / "strace0.log", "--workers", "2")
+    check_order(calls, proofs, writers=2)
+    renaming = {pid for name, args, pid in calls if name.startswith("rename")}
+    assert len(renaming) == 2, f"renames came from {len(renaming)} processes"
+    assert not list(build.rglob("*.vmpatch-tmp"))
+    changed = frozenset(proofs - {change_one_module(build, order)})
+    calls = traced_tree(build, tmp_path / "strace1.log", "--workers", "2")
+    check_order(calls, set(), writers=2, kept=1, overwritten=changed)
+    writing = {pid for name, args, pid in calls if name == "pwrite64"}
+    assert len(writing) == 2, f"in-place writes came from {len(writing)} processes"
 
 
 @pytest.mark.parametrize("where", ["/dev/shm", "/tmp", "/", "/proc/self", "/sys/kernel"])
@@ -235,3 +261,30 @@ def test_filesystem_type_agrees_with_findmnt(where: str) -> None:
     listed = tool(findmnt, "-n", "-o", "FSTYPE", "-T", directory, text=True).stdout.split()
     expected = listed[-1]  # mounts stacked on one point: the last is the one on top
     assert _filesystem_type(directory, _mount_table()) == expected
+
+
+def test_only_small_same_size_files_with_one_link_are_rewritten_in_place(tmp_path: Path) -> None:
+    """In place (same inode) only up to one sector, at the same size and with no other
+    link: a ``cp -al`` copy keeps its bytes; everything else is replaced (a new inode)."""
+    from vmpatch.fs.batch import OVERWRITE_MAX, durable_batch
+
+    cases = {  # name: (old bytes, new bytes, what happens)
+        "proof": (b"a" * 460, b"b" * 460, "in place"),
+        "sector": (b"a" * OVERWRITE_MAX, b"b" * OVERWRITE_MAX, "in place"),
+        "bigger": (b"a" * (OVERWRITE_MAX + 1), b"b" * (OVERWRITE_MAX + 1), "replaced"),
+        "resized": (b"a" * 100, b"b" * 101, "replaced"),
+        "linked": (b"a" * 100, b"b" * 100, "replaced"),
+        "current": (b"a" * 100, b"a" * 100, "kept"),
+    }
+    inodes = {}
+    for name, (old, _new, _how) in cases.items():
+        (tmp_path / name).write_bytes(old)
+        inodes[name] = (tmp_path / name).stat().st_ino
+    os.link(tmp_path / "linked", tmp_path / "other-link")
+    durable_batch([(tmp_path / name, new) for name, (_old, new, _how) in cases.items()])
+    for name, (_old, new, how) in cases.items():
+        assert (tmp_path / name).read_bytes() == new, name
+        same_inode = (tmp_path / name).stat().st_ino == inodes[name]
+        assert same_inode == (how != "replaced"), (name, how)
+    assert (tmp_path / "other-link").read_bytes() == b"a" * 100
+    assert not list(tmp_path.glob("*.vmpatch-tmp"))

@@ -9,12 +9,15 @@ reaching the disk; the directories are synced after) with one flush per
 file that mostly finds its journal transaction committed, and spreads the
 system calls over worker processes. A target that already holds its new
 bytes is only flushed, never replaced: a re-run over an unchanged tree
-writes nothing.
+writes nothing. A small target that keeps its size (a stale proof) is
+rewritten in place, which is as safe for a file of one sector and costs no
+new inode (see :meth:`_BatchFile.examine`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -39,6 +42,16 @@ _OPEN_AT_ONCE = 256
 _FORK_THRESHOLD = 512
 
 Staged = list[tuple[str, str]]  # (temporary, target)
+#: Targets rewritten in place at commit: (target, new bytes, on a disk filesystem).
+Overwrites = list[tuple[str, bytes, bool]]
+
+#: The largest file rewritten in place rather than replaced: one 512-byte sector,
+#: the unit a disk writes whole (include/linux/blk_types.h, SECTOR_SIZE). See
+#: :meth:`_BatchFile.examine`.
+OVERWRITE_MAX = 512
+
+#: What :meth:`_BatchFile.examine` finds a target needs.
+_HOLDS, _OVERWRITE, _REPLACE = range(3)
 
 
 def durable_batch(
@@ -54,8 +67,10 @@ def durable_batch(
     owner and xattrs), in three passes: write every temporary and make its
     data durable (writeback started for a few hundred at a time, then
     fdatasync each, which finds its journal transaction mostly committed
-    already); rename every temporary over its target; fsync each directory
-    once. A failure before the renames leaves every target as it was.
+    already); rewrite the targets that stay in place (same size, at most one
+    sector, one link) and flush them, then rename every temporary over its
+    target; fsync each directory once. A failure before that second pass
+    leaves every target as it was.
 
     Why this primitive (``scripts/bench`` and a side-by-side test of 4230
     400-byte files on this ext4, 2 shared cores, 3 alternated rounds, median
@@ -81,24 +96,32 @@ def durable_batch(
     if workers > 1 and len(files) >= _FORK_THRESHOLD and forkable:
         _forked_batch(files, mode & ~umask, umask, workers)
         return
-    staged = _stage(files, mode & ~umask, umask)
-    _commit(staged)
+    staged, overwrites = _stage(files, mode & ~umask, umask)
+    _commit(staged, overwrites)
 
 
 def _stage(
     files: Sequence[tuple[str | os.PathLike[str], bytes]], new_mode: int, umask: int
-) -> Staged:
-    """Write every temporary and make its data durable; on failure remove them all."""
+) -> tuple[Staged, Overwrites]:
+    """Write every temporary and make its data durable; on failure remove them all.
+
+    Also returns the targets to rewrite in place, which are not touched yet.
+    """
     batch = _BatchFile(new_mode, umask)
     staged: Staged = []
+    overwrites: Overwrites = []
     chunk: list[tuple[int, str]] = []
     real_dirs: dict[str, str] = {}
     try:
         for start in range(0, len(files), _OPEN_AT_ONCE):
             for target_name, data in files[start : start + _OPEN_AT_ONCE]:
                 target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
-                if ref_stat is not None and batch.holds(target, ref_stat, data):
+                need = _REPLACE if ref_stat is None else batch.examine(target, ref_stat, data)
+                if need == _HOLDS:
                     continue  # already what it would become: left alone, mtime and all
+                if need == _OVERWRITE:
+                    overwrites.append((target, data, not batch.in_memory(target)))
+                    continue
                 chunk.append((batch.write(target, ref_stat, data, staged), target))
                 # (a signal between the open and this line: batch.pending has the name)
             for fd, target in chunk:
@@ -115,7 +138,7 @@ def _stage(
                 os.close(fd)
         _remove(batch.pending)  # every one created, with or without its entry in staged
         raise
-    return staged
+    return staged, overwrites
 
 
 def _discard(staged: Staged) -> None:
@@ -129,11 +152,13 @@ def _remove(names: Iterable[str]) -> None:
             os.unlink(name)
 
 
-def _commit(staged: Staged) -> None:
-    """Rename every temporary over its target, then sync each directory once."""
+def _commit(staged: Staged, overwrites: Overwrites) -> None:
+    """Rewrite the in-place targets, rename every temporary over its target, then sync
+    each directory once."""
     directories: dict[str, None] = {}
     done = 0
     try:
+        _overwrite(overwrites)
         for temp, target in staged:
             os.replace(temp, target)
             done += 1
@@ -145,6 +170,40 @@ def _commit(staged: Staged) -> None:
         raise
     for directory in directories:
         fsync_dir(Path(directory))
+
+
+def _overwrite(overwrites: Overwrites) -> None:
+    """Write each target's new bytes over its old ones, then make them durable.
+
+    A few hundred at a time, as staging does: writeback is started for each
+    as it is written, then each is fdatasync'd.
+    """
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    for start in range(0, len(overwrites), _OPEN_AT_ONCE):
+        opened: list[tuple[int, str]] = []
+        try:
+            for target, data, on_disk in overwrites[start : start + _OPEN_AT_ONCE]:
+                try:
+                    fd = os.open(target, flags)
+                except OSError as err:
+                    raise SystemFailure.from_oserror(target, err, "write") from err
+                opened.append((fd, target))
+                try:
+                    if os.pwrite(fd, data, 0) != len(data):  # one page: whole, or an error
+                        raise OSError(errno.EIO, "short write")
+                except OSError as err:
+                    raise SystemFailure.from_oserror(target, err, "write") from err
+                if on_disk:
+                    _start_writeback(fd)
+            for fd, target in opened:
+                try:
+                    os.fdatasync(fd)
+                except OSError as err:
+                    raise SystemFailure.from_oserror(target, err, "write") from err
+        finally:
+            for fd, _ in opened:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -236,12 +295,12 @@ def _child(
     status = 0
     staged: Staged = []
     try:
-        staged = _stage(files, new_mode, umask)
+        staged, overwrites = _stage(files, new_mode, umask)
         write_all(report_w, _READY)
         if os.read(command_r, 1) != _COMMIT:
             _discard(staged)  # the parent failed or died: leave every target as it was
         else:
-            _commit(staged)
+            _commit(staged, overwrites)
             write_all(report_w, _DONE)
     except BaseException as err:
         status = 1
@@ -396,31 +455,60 @@ class _BatchFile:
             self.memory_dirs[directory] = known
         return known
 
-    def holds(self, target: str, ref_stat: os.stat_result, data: bytes) -> bool:
-        """Whether the existing ``target`` holds ``data`` already (and is durable).
+    def examine(self, target: str, ref_stat: os.stat_result, data: bytes) -> int:
+        """What the existing ``target`` needs: nothing, an in-place rewrite, or replacing.
 
-        Then it is left as it is: a re-run of ``vmpatch tree`` over an
-        unchanged tree reads its 4230 proofs instead of replacing them, and
-        the proofs keep their times for make and packaging steps that
-        compare them. The file is flushed (a no-op when it is clean) so that
-        the batch's promise holds for it too: durable when the batch returns.
+        A target that holds ``data`` already is left as it is: a re-run of
+        ``vmpatch tree`` over an unchanged tree reads its 4230 proofs instead
+        of replacing them, and the proofs keep their times for make and
+        packaging steps that compare them. It is flushed (a no-op when it is
+        clean) so that the batch's promise holds for it too: durable when the
+        batch returns.
+
+        A target of the same size, at most :data:`OVERWRITE_MAX` bytes, with
+        one link and writable, is rewritten in place at commit. That is old or
+        new after anything: a SIGKILL lands before or after the copy into its
+        one page (mm/filemap.c, generic_perform_write(), checks for a fatal
+        signal only between folios), and a disk writes its one sector whole,
+        the assumption PostgreSQL makes of its 512-byte pg_control
+        (include/catalog/pg_control.h, PG_CONTROL_MAX_SAFE_SIZE). It skips a
+        new inode, a rename and a directory sync. ``vmpatch tree`` over
+        Debian's 4230 modules with every proof stale (scripts/bench, 5
+        alternated rounds): on this VM's ext4 (mounted ``discard``) 3.54 s
+        replacing them, 2.18x the C generator, and 1.27 s (0.67x) rewriting
+        them in place; in tmpfs 0.71 s (1.19x) and 0.58 s (0.99x). Every
+        proof of a tree up to 16384 modules (14 levels, 492 bytes)
+        qualifies; another link (``cp -al``) keeps its bytes only if the
+        file is replaced.
         """
         if not stat.S_ISREG(ref_stat.st_mode) or ref_stat.st_size != len(data):
-            return False
+            return _REPLACE
+        in_place = len(data) <= OVERWRITE_MAX and ref_stat.st_nlink == 1
+        flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(target, flags | (os.O_RDWR if in_place else os.O_RDONLY))
+        except PermissionError:  # not writable by us: replaced, which needs only the directory
+            in_place = False
+            try:
+                fd = os.open(target, flags | os.O_RDONLY)
+            except OSError:
+                return _REPLACE
         except OSError:
-            return False  # replaced under us, or unreadable: written anew, as before
+            return _REPLACE  # replaced under us, or unreadable: written anew, as before
         try:
             if os.read(fd, len(data) + 1) != data:
-                return False
-            if not self._in_memory(target.rpartition("/")[0] or "/"):
+                return _OVERWRITE if in_place else _REPLACE
+            if not self.in_memory(target):
                 os.fdatasync(fd)
         except OSError:
-            return False
+            return _REPLACE
         finally:
             os.close(fd)
-        return True
+        return _HOLDS
+
+    def in_memory(self, target: str) -> bool:
+        """Whether ``target``'s directory is on a filesystem with no disk behind it."""
+        return self._in_memory(target.rpartition("/")[0] or "/")
 
     def _keep_metadata(self, ref_stat: os.stat_result, target: str, fd: int) -> None:
         if ref_stat.st_mode & self.umask:  # open() dropped bits the target has
