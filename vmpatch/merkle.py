@@ -19,7 +19,6 @@ there.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import struct
@@ -29,7 +28,6 @@ from pathlib import Path
 
 from vmpatch.errors import SystemFailure
 from vmpatch.frozen import frozen
-from vmpatch.fs.atomic import write_all
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import merkle_trailer
 
@@ -157,61 +155,10 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _balanced_shares(
-    paths: Sequence[ModuleFile], workers: int, sizes: Sequence[int] | None = None
-) -> list[list[int]]:
-    """Split module indexes into ``workers`` shares of about equal bytes.
-
-    Largest files first, each to the least loaded share: a static split that
-    needs no task queue, so workers never wait on each other. ``sizes`` are
-    the files' sizes when the caller has them (a stat of every one of
-    Debian's 4230 modules is 0.02 s of hashing them).
-    """
-    if sizes is None:
-        try:
-            sizes = [os.stat(path).st_size for path in paths]
-        except OSError as err:
-            raise SystemFailure.from_oserror(err.filename, err, "read module") from err
-    shares: list[list[int]] = [[] for _ in range(workers)]
-    loads = [0] * workers
-    for index in sorted(range(len(paths)), key=sizes.__getitem__, reverse=True):
-        lightest = loads.index(min(loads))
-        shares[lightest].append(index)
-        loads[lightest] += sizes[index]
-    return shares
-
-
-#: Each leaf a child finished, as it finishes: a tag byte, then the digest.
-_LEAF_TAG = b"L"
-#: A child's failure: the tag, then the pickled exception up to the end of the pipe.
-_ERROR_TAG = b"E"
-_RECORD = 1 + 32
-#: Leaves a child sends at once: the waiting parent wakes per write, and on a
-#: machine with as many children as CPUs every wake-up takes a child's CPU.
-_LEAVES_PER_WRITE = 32
-
-
-def _child_hashes(
-    paths: Sequence[ModuleFile], share: list[int], pipe: int, tail_check: TailCheck | None
-) -> None:
-    """In a forked child: stream the leaves of ``share`` (in share order), then a pickled error."""
-    status = 0
-    try:
-        batch = []
-        for i in share:
-            batch.append(_LEAF_TAG + _leaf_of_mapped_file(i, paths[i], tail_check))
-            if len(batch) == _LEAVES_PER_WRITE:
-                write_all(pipe, b"".join(batch))
-                batch.clear()
-        write_all(pipe, b"".join(batch))
-    except BaseException as err:
-        import pickle
-
-        status = 1
-        with contextlib.suppress(BaseException):
-            write_all(pipe, _ERROR_TAG + pickle.dumps(err))
-    finally:
-        os._exit(status)
+def _largest_first(sizes: Sequence[int]) -> list[int]:
+    """Module indexes, largest file first: handed out in that order, the workers
+    finish together (the last chunks are the smallest files)."""
+    return sorted(range(len(sizes)), key=sizes.__getitem__, reverse=True)
 
 
 def _hash_in_processes(
@@ -221,7 +168,7 @@ def _hash_in_processes(
     tail_check: TailCheck | None,
     sizes: Sequence[int] | None = None,
 ) -> list[bytes]:
-    """Hash plain files in ``workers`` forked children, while this process waits.
+    """Hash plain files in ``workers`` forked children (:func:`vmpatch.fs.forkmap.fork_map`).
 
     Threads scale poorly here: with thousands of small modules the per-file
     Python work convoys on the GIL between hashes, and a ProcessPoolExecutor
@@ -230,100 +177,27 @@ def _hash_in_processes(
     0.53-0.63 s, ProcessPoolExecutor(2) 0.31-0.34 s, a static split
     0.28-0.29 s. Only children hash, because they map the files
     (:func:`_leaf_of_mapped_file`): a module truncated while mapped raises
-    SIGBUS, which ends a child (reported as an error here), never this
-    process. Children stream each leaf as it is done, so progress is exact.
+    SIGBUS, which ends a child and becomes that module's error here, never
+    this process's death. Chunks are handed out as workers ask, largest files
+    first when ``sizes`` are known, so no size split is needed up front.
     """
+    from vmpatch.fs.forkmap import fork_map
 
-    shares = _balanced_shares(paths, workers, sizes)
-    children: dict[int, tuple[int, list[int]]] = {}  # read end -> (pid, share)
-    leaves: list[bytes] = [b""] * len(paths)
-    try:
-        for share in shares:
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                os.close(read_end)
-                _child_hashes(paths, share, write_end, tail_check)
-            os.close(write_end)
-            children[read_end] = (pid, share)
-        failure = _collect(children, leaves, progress)
-    finally:
-        for read_end, (pid, _share) in children.items():  # only left on an exception here
-            _end_child(pid, read_end)
-    if failure is not None:
-        raise failure
-    return leaves
+    def crashed(index: int, why: str) -> bytes | BaseException:
+        return SystemFailure(Path(paths[index]), f"cannot read module: {why}")
 
-
-def _collect(
-    children: dict[int, tuple[int, list[int]]], leaves: list[bytes], progress: Progress | None
-) -> BaseException | None:
-    """Read every child's stream into ``leaves``; the first failure, if any."""
-    import selectors
-
-    failure: BaseException | None = None
-    done = 0
-    pending = {fd: bytearray() for fd in children}
-    filled = dict.fromkeys(children, 0)
-    with selectors.DefaultSelector() as selector:
-        for fd in children:
-            selector.register(fd, selectors.EVENT_READ)
-        while pending:
-            for key, _ in selector.select():
-                fd = int(key.fd)
-                chunk = os.read(fd, 1 << 16)
-                buffer = pending[fd]
-                if chunk:
-                    buffer += chunk
-                    share = children[fd][1]
-                    while len(buffer) >= _RECORD and buffer[:1] == _LEAF_TAG:
-                        leaves[share[filled[fd]]] = bytes(buffer[1:_RECORD])
-                        filled[fd] += 1
-                        del buffer[:_RECORD]
-                        done += 1
-                    if progress:
-                        progress(done)  # once per read: children write 32 leaves at a time
-                    continue
-                selector.unregister(fd)
-                del pending[fd]
-                pid, share = children.pop(fd)
-                os.close(fd)
-                _, status = os.waitpid(pid, 0)
-                if failure is None and (status != 0 or filled[fd] != len(share)):
-                    failure = _child_failure(bytes(buffer), status)
-    if progress and failure is None:
-        progress(len(leaves))
-    return failure
-
-
-def _end_child(pid: int, read_end: int) -> None:
-    """Stop and reap a hashing child this process no longer waits for."""
-    import signal
-
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        os.waitpid(pid, 0)
-    with contextlib.suppress(OSError):
-        os.close(read_end)
-
-
-def _child_failure(stream: bytes, status: int) -> BaseException:
-    """What a child reported, or what its exit status says."""
-    import signal
-
-    if stream[:1] == _ERROR_TAG:
-        import pickle
-
-        try:
-            error = pickle.loads(stream[1:])
-        except Exception:
-            error = None
-        if isinstance(error, BaseException):
-            return error
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS:
-        return SystemFailure(None, "a module shrank while it was being hashed (SIGBUS)")
-    return SystemFailure(None, "a hashing worker process died")
+    leaves = fork_map(
+        lambda index: _leaf_of_mapped_file(index, paths[index], tail_check),
+        len(paths),
+        workers=workers,
+        crashed=crashed,
+        progress=progress,
+        order=_largest_first(sizes) if sizes is not None else None,
+    )
+    for leaf in leaves:
+        if isinstance(leaf, BaseException):
+            raise leaf
+    return leaves  # type: ignore[return-value]  # every one a digest
 
 
 #: Below this many modules, forking costs more than it saves.
