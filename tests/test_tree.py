@@ -332,3 +332,46 @@ def test_a_trailer_is_refused_in_a_tree_big_enough_to_fork(tmp_path: Path, worke
         run.stderr
     )
     assert _snapshot(build) == before
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("kind", ["missing", "fifo", "directory"])
+def test_the_first_module_that_is_no_file_is_named_in_a_big_tree(
+    tmp_path: Path, workers: str, kind: str
+) -> None:
+    """With 300 modules, hashing checks that each module is a regular file as it
+    opens it (planning does not stat them first). The refusal must still be the
+    one planning a small tree makes: the first such module of modules.order, even
+    with a later one bad too and an earlier one ending with a trailer (existence
+    is checked before trailers); a FIFO must not hang the run."""
+    import os
+
+    build = tmp_path / "build"
+    lines = []
+    for i in range(300):
+        sub = build / f"d{i % 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"m{i:03d}.ko").write_bytes(bytes([i % 251]) * (4096 + i))
+        lines.append(f"d{i % 5}/m{i:03d}.o")
+    (build / "modules.order").write_text("\n".join(lines) + "\n")
+    signed = build / "d2" / "m002.ko"
+    sig = b"\x30\x03\x02\x01\x00"
+    signed.write_bytes(
+        signed.read_bytes() + sig + INFO.pack(0, 0, 2, 0, 0, len(sig))
+        + b"~Module signature appended~\n"
+    )  # fmt: skip
+    first, later = build / "d0" / "m250.ko", build / "d0" / "m290.ko"
+    for victim in (first, later):
+        victim.unlink()
+        if kind == "fifo":
+            os.mkfifo(victim)
+        elif kind == "directory":
+            victim.mkdir()
+    before = _snapshot(build)
+    run = vmpatch("tree", build, "--workers", workers, "--byteorder", "little", timeout=60)
+    assert run.returncode == 2, run.stderr
+    hint = " (build the modules, or check --suffix)" if kind == "missing" else ""
+    assert _one_error_line(run.stderr) == (
+        f"error: {build / 'modules.order'}: line 251: module {first} does not exist{hint}"
+    )
+    assert _snapshot(build) == before

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -82,6 +83,28 @@ _CHUNK = 1 << 20
 _buffers = threading.local()
 
 
+class NotRegularModule(SystemFailure):
+    """A module name that is no regular file (a directory, a FIFO, a device)."""
+
+
+def _open_regular(path: ModuleFile) -> tuple[int, int]:
+    """Open a module to read (its fd and size); refuse what is no regular file, without
+    blocking on a FIFO.
+
+    The caller may not have stat'ed the file first (:func:`vmpatch.workflow.tree.plan_tree`
+    leaves the existence check to hashing): the one fstat here is the check.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularModule(Path(path), "read module: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
 def _leaf_of_file(index: int, path: ModuleFile, tail_check: TailCheck | None = None) -> bytes:
     """Hash a plain file in chunks through one reused buffer per thread.
 
@@ -99,7 +122,7 @@ def _leaf_of_file(index: int, path: ModuleFile, tail_check: TailCheck | None = N
     h = hashlib.sha256(LEAF_PREFIX + _POS.pack(index))
     tail = b""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd, _ = _open_regular(path)
         try:
             while size := os.readv(fd, [buffer]):
                 h.update(view[:size])
@@ -130,9 +153,8 @@ def _leaf_of_mapped_file(
 
     h = hashlib.sha256(LEAF_PREFIX + _POS.pack(index))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd, size = _open_regular(path)
         try:
-            size = os.fstat(fd).st_size
             if size:
                 with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
                     h.update(mapped)
