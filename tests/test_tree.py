@@ -334,16 +334,17 @@ def test_a_trailer_is_refused_in_a_tree_big_enough_to_fork(tmp_path: Path, worke
     assert _snapshot(build) == before
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("command", "workers"), [("tree", "1"), ("tree", "2"), ("verify", "")])
 @pytest.mark.parametrize("kind", ["missing", "fifo", "directory"])
 def test_the_first_module_that_is_no_file_is_named_in_a_big_tree(
-    tmp_path: Path, workers: str, kind: str
+    tmp_path: Path, workers: str, kind: str, command: str
 ) -> None:
-    """With 300 modules, hashing checks that each module is a regular file as it
-    opens it (planning does not stat them first). The refusal must still be the
-    one planning a small tree makes: the first such module of modules.order, even
-    with a later one bad too and an earlier one ending with a trailer (existence
-    is checked before trailers); a FIFO must not hang the run."""
+    """With 300 modules, hashing (``tree``) or judging (``verify --modules``)
+    checks that each module is a regular file as it opens it: planning does not
+    stat them first. The refusal must still be the one planning a small tree
+    makes: the first such module of modules.order, even with a later one bad too
+    and an earlier one ending with a trailer (existence is checked before
+    trailers); a FIFO must not hang the run."""
     import os
 
     build = tmp_path / "build"
@@ -368,7 +369,11 @@ def test_the_first_module_that_is_no_file_is_named_in_a_big_tree(
         elif kind == "directory":
             victim.mkdir()
     before = _snapshot(build)
-    run = vmpatch("tree", build, "--workers", workers, "--byteorder", "little", timeout=60)
+    if command == "tree":
+        run = vmpatch("tree", build, "--workers", workers, "--byteorder", "little", timeout=60)
+    else:
+        kernel = TESTDATA / "kbuild-x86_64" / "vmlinux"
+        run = vmpatch("verify", "--kernel", kernel, "--modules", build)
     assert run.returncode == 2, run.stderr
     hint = " (build the modules, or check --suffix)" if kind == "missing" else ""
     assert _one_error_line(run.stderr) == (

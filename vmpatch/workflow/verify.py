@@ -402,6 +402,34 @@ def modules_of_build_dir(
     return [m.module for m in plan.modules]
 
 
+def _listed_modules(
+    build_dir: str | os.PathLike[str], suffix: str | None
+) -> tuple[list[Path], Callable[[], None]]:
+    """:func:`modules_of_build_dir`'s files, and a check to run if one of them fails.
+
+    A build tree's modules are not stat'ed here: judging opens each one
+    anyway, and the check raises the refusal :func:`modules_of_build_dir`
+    makes (the first module of modules.order that is no file) only when a
+    module could not be judged. Stat'ing Debian's 4230 up front was 0.06 s of
+    a 0.85 s ``verify --modules`` (tmpfs, 2 CPUs).
+    """
+    from vmpatch.records.modorder import Layout
+    from vmpatch.workflow.reroot import layout_of
+
+    if layout_of(Path(build_dir), None) is Layout.INSTALLED:
+        return modules_of_build_dir(build_dir, suffix), lambda: None
+    from vmpatch.workflow.tree import first_missing, plan_tree
+
+    plan = plan_tree(build_dir, suffix=suffix, refuse_trailers=False, check_files=False)
+
+    def check() -> None:
+        missing = first_missing(plan)
+        if missing is not None:
+            raise missing
+
+    return [m.module for m in plan.modules], check
+
+
 def verify_files(
     kernel: KernelModel,
     paths: Sequence[Path],
@@ -663,8 +691,9 @@ def run_verify(
 
     files = [Path(p) for p in paths]
     extra: list[Path] = []
+    check_listed: Callable[[], None] = lambda: None  # noqa: E731
     if modules_dir is not None:
-        listed = modules_of_build_dir(modules_dir, suffix)
+        listed, check_listed = _listed_modules(modules_dir, suffix)
         files += listed
         if layout_of(Path(modules_dir), None) is Layout.INSTALLED:
             extra = unlisted_modules(modules_dir, listed)
@@ -698,6 +727,8 @@ def run_verify(
 
     with (progress or no_progress)("verifying modules", len(files) + len(extra)) as done:
         results = judged(files, done)
+        if any(isinstance(r, FileError) for r in results):
+            check_listed()  # a module of modules.order that is no file refuses the run
         offset = len(files)
         tick = (lambda n: done(offset + n)) if done is not None else None
         unlisted = judged(extra, tick) if extra else ()
