@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -307,6 +304,10 @@ def _stripped_as(hashed: bytes, installed: bytes, reference: Reference) -> list[
     Runs the real program on a temporary copy of the hashed bytes (outside
     every tree) and compares the result with the installed bytes exactly.
     """
+    import shutil  # these three only for a module that is not accepted (8 ms of verify's start)
+    import subprocess
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="vmpatch-explain-") as scratch:
         for program, options in _strip_candidates(reference):
             found = shutil.which(program)

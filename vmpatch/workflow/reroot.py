@@ -34,7 +34,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -372,6 +371,8 @@ def _in_parallel(
             if isinstance(result, BaseException):
                 raise result
         return results
+    from concurrent.futures import ThreadPoolExecutor  # 7 ms (logging): only when used
+
     pool = ThreadPoolExecutor(max_workers=width)
     try:
         results = []

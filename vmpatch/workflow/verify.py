@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -492,6 +491,8 @@ def verify_files(
         if isinstance(outcome, VmpatchError):
             return FileError.of(path, outcome)
         return _module_verdict(path, *outcome, enforcement)
+
+    from concurrent.futures import ThreadPoolExecutor  # 7 ms (logging): only when used
 
     results = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
