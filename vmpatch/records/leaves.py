@@ -26,7 +26,7 @@ from vmpatch.errors import InputError, SystemFailure
 from vmpatch.fs.atomic import open_input
 from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
 
-__all__ = ["MANIFEST_NAME", "LeafEntry", "LeafManifest", "read_manifest"]
+__all__ = ["MANIFEST_NAME", "LeafEntry", "LeafManifest", "read_manifest", "tree_state"]
 
 MANIFEST_NAME = "modules.leaves"
 _MAGIC = "# vmpatch leaf manifest 1"
@@ -109,3 +109,28 @@ def read_manifest(path: str | os.PathLike[str]) -> LeafManifest:
             )
         )
     return LeafManifest(root, tuple(entries))
+
+
+def tree_state(
+    directory: str | os.PathLike[str], kernel_root: ModuleHashesRoot | None, proved: int
+) -> str | None:
+    """What ``vmpatch verify --modules DIR`` can say of a re-rooted tree, or None.
+
+    Only a tree with a leaf manifest (docs/format.md section 7) beside
+    ``modules.order`` was re-rooted by vmpatch; the manifest names the root
+    it was re-rooted for, and ``proved`` (modules whose proof the kernel
+    accepts) against its positions tells done from part-way.
+    """
+    manifest_path = Path(directory) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    manifest = read_manifest(manifest_path)
+    total = len(manifest.entries)
+    named = f"the tree is re-rooted for root {manifest.root.digest.hex()}"
+    if kernel_root is None:
+        return f"{named}; the kernel has no .module_hashes"
+    whose = "the kernel's" if manifest.root == kernel_root else "not the kernel's"
+    line = f"{named} ({whose}); {proved} of {total} modules carry proofs for the kernel's root"
+    if manifest.root == kernel_root and proved < total:
+        line += " (part-way: run vmpatch reroot again to finish)"
+    return line

@@ -27,7 +27,7 @@ from vmpatch.errors import InputError, SystemFailure, UnsupportedLayout
 from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import open_input
 
-__all__ = ["Layout", "OrderEntry", "detect_layout", "read_modules_order"]
+__all__ = ["Layout", "OrderEntry", "detect_layout", "layout_of", "read_modules_order"]
 
 
 class Layout(StrEnum):
@@ -146,3 +146,20 @@ def read_modules_order(
         seen[normal] = line_no
         entries.append(OrderEntry(len(entries), line_no, raw, normal[:-ending]))
     return entries
+
+
+def layout_of(directory: Path, forced: Layout | None) -> Layout:
+    """The layout of the tree ``directory`` (``forced`` if given), from its modules.order's
+    first line. Here rather than in the re-root workflow: ``verify``, ``diff`` and
+    ``explain`` ask it too, and importing that workflow was 15 ms of their start."""
+    if forced is not None:
+        return forced
+    order = directory / "modules.order"
+    try:
+        with open_input(order) as stream:
+            first = stream.readline().decode("utf-8", "replace").rstrip("\n")
+    except FileNotFoundError:
+        raise InputError(order, "no such file: DIR must be a kbuild or install tree") from None
+    except OSError as err:
+        raise SystemFailure.from_oserror(order, err, "read") from err
+    return detect_layout(first)

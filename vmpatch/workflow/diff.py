@@ -130,8 +130,7 @@ class DiffReport:
 def _kind(path: Path) -> str:
     try:
         if path.is_dir():
-            from vmpatch.records.modorder import Layout
-            from vmpatch.workflow.reroot import layout_of
+            from vmpatch.records.modorder import Layout, layout_of
 
             return "installed" if layout_of(path, None) is Layout.INSTALLED else "kbuild"
         with open(path, "rb") as stream:

@@ -152,8 +152,7 @@ def strip_trailers(data: _Bytes) -> tuple[_Bytes, list[str]]:
 
 def tree_listing(directory: Path) -> list[tuple[str, Path]]:
     """Every position of a kbuild or install tree: its DIR-relative name and module file."""
-    from vmpatch.records.modorder import Layout
-    from vmpatch.workflow.reroot import layout_of
+    from vmpatch.records.modorder import Layout, layout_of
 
     if layout_of(directory, None) is Layout.INSTALLED:
         from vmpatch.workflow.installed import installed_modules

@@ -57,8 +57,14 @@ from vmpatch.ko.compression import (
     read_module,
 )
 from vmpatch.merkle import MerkleTree, default_workers, leaf_digest
-from vmpatch.records.leaves import MANIFEST_NAME, LeafEntry, LeafManifest, read_manifest
-from vmpatch.records.modorder import Layout, detect_layout
+from vmpatch.records.leaves import (
+    MANIFEST_NAME,
+    LeafEntry,
+    LeafManifest,
+    read_manifest,
+    tree_state,
+)
+from vmpatch.records.modorder import Layout, layout_of
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import SignatureType, find_trailer
 from vmpatch.verdict import VerdictKind
@@ -492,45 +498,6 @@ def _worst(data: bytes, models: Sequence[object]) -> tuple[VerdictKind, str | No
 def _judge(path: Path, models: Sequence[object], max_size: int) -> tuple[VerdictKind, str | None]:
     """The verdict of the module as it is on disk now (read back, decompressed)."""
     return _worst(read_module(path, max_size=max_size).data, models)
-
-
-def tree_state(
-    directory: str | os.PathLike[str], kernel_root: ModuleHashesRoot | None, proved: int
-) -> str | None:
-    """What ``vmpatch verify --modules DIR`` can say of a re-rooted tree, or None.
-
-    Only a tree with a leaf manifest (docs/format.md section 7) beside
-    ``modules.order`` was re-rooted by vmpatch; the manifest names the root
-    it was re-rooted for, and ``proved`` (modules whose proof the kernel
-    accepts) against its positions tells done from part-way.
-    """
-    manifest_path = Path(directory) / MANIFEST_NAME
-    if not manifest_path.is_file():
-        return None
-    manifest = read_manifest(manifest_path)
-    total = len(manifest.entries)
-    named = f"the tree is re-rooted for root {manifest.root.digest.hex()}"
-    if kernel_root is None:
-        return f"{named}; the kernel has no .module_hashes"
-    whose = "the kernel's" if manifest.root == kernel_root else "not the kernel's"
-    line = f"{named} ({whose}); {proved} of {total} modules carry proofs for the kernel's root"
-    if manifest.root == kernel_root and proved < total:
-        line += " (part-way: run vmpatch reroot again to finish)"
-    return line
-
-
-def layout_of(directory: Path, forced: Layout | None) -> Layout:
-    if forced is not None:
-        return forced
-    order = directory / "modules.order"
-    try:
-        with open_input(order) as stream:
-            first = stream.readline().decode("utf-8", "replace").rstrip("\n")
-    except FileNotFoundError:
-        raise InputError(order, "no such file: DIR must be a kbuild or install tree") from None
-    except OSError as err:
-        raise SystemFailure.from_oserror(order, err, "read") from err
-    return detect_layout(first)
 
 
 def _default_kernels(directory: Path, layout: Layout, given: Sequence[Path]) -> list[Path]:

@@ -386,8 +386,7 @@ def modules_of_build_dir(
     A build tree (``*.o`` lines) gives ``<stem><suffix>``; an install tree
     (``kernel/...ko`` lines) gives whichever compressed form is installed.
     """
-    from vmpatch.records.modorder import Layout
-    from vmpatch.workflow.reroot import layout_of
+    from vmpatch.records.modorder import Layout, layout_of
 
     if layout_of(Path(build_dir), None) is Layout.INSTALLED:
         from vmpatch.workflow.installed import installed_modules
@@ -412,8 +411,7 @@ def _listed_modules(
     module could not be judged. Stat'ing Debian's 4230 up front was 0.06 s of
     a 0.85 s ``verify --modules`` (tmpfs, 2 CPUs).
     """
-    from vmpatch.records.modorder import Layout
-    from vmpatch.workflow.reroot import layout_of
+    from vmpatch.records.modorder import Layout, layout_of
 
     if layout_of(Path(build_dir), None) is Layout.INSTALLED:
         return modules_of_build_dir(build_dir, suffix), lambda: None
@@ -686,8 +684,7 @@ def run_verify(
     module is one entry of the report.
     """
     from vmpatch.errors import UsageError
-    from vmpatch.records.modorder import Layout
-    from vmpatch.workflow.reroot import layout_of
+    from vmpatch.records.modorder import Layout, layout_of
     from vmpatch.workflow.tree import no_progress
 
     files = [Path(p) for p in paths]
@@ -781,8 +778,8 @@ def _tree_state(
     model: KernelModel,
     results: Sequence[ModuleVerdict | FileError],
 ) -> str | None:
-    """How far the tree was re-rooted for this kernel (vmpatch.workflow.reroot.tree_state)."""
-    from vmpatch.workflow.reroot import tree_state
+    """How far the tree was re-rooted for this kernel (vmpatch.records.leaves.tree_state)."""
+    from vmpatch.records.leaves import tree_state
 
     proved = sum(
         1
