@@ -83,10 +83,6 @@ _CHUNK = 1 << 20
 _buffers = threading.local()
 
 
-class NotRegularModule(SystemFailure):
-    """A module name that is no regular file (a directory, a FIFO, a device)."""
-
-
 def _open_regular(path: ModuleFile) -> tuple[int, int]:
     """Open a module to read (its fd and size); refuse what is no regular file, without
     blocking on a FIFO.
@@ -98,7 +94,7 @@ def _open_regular(path: ModuleFile) -> tuple[int, int]:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise NotRegularModule(Path(path), "read module: not a regular file")
+            raise SystemFailure(Path(path), "read module: not a regular file")
     except BaseException:
         os.close(fd)
         raise
