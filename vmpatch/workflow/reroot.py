@@ -910,12 +910,10 @@ def _verdicts_after(
     back from disk and judged again; the rest keep the verdict planning gave
     their unchanged bytes under the unchanged kernels.
     """
-    kept = models_before is not None and all(k.carries_root for k in kernels)
-    models = (
-        list(models_before)
-        if kept and models_before is not None
-        else [_kernel_model(k.written) for k in kernels]
-    )
+    if models_before is not None and all(k.carries_root for k in kernels):
+        kept, models = True, models_before
+    else:
+        kept, models = False, [_kernel_model(k.written) for k in kernels]
     verdicts: list[tuple[VerdictKind, str | None] | None] = [
         p.verdict if kept and a is Action.UNCHANGED else None
         for p, a in zip(planned, actions, strict=True)
