@@ -91,3 +91,22 @@ def readelf() -> str:
     version = tool_version("readelf")
     assert version and "GNU readelf" in version, f"{path} is not GNU readelf: {version}"
     return path
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The item count of every call of vmpatch.fs.forkmap.fork_map (really called):
+    evidence that a test took the forked path, or did not."""
+    from typing import Any
+
+    from vmpatch.fs import forkmap
+
+    calls: list[int] = []
+    real = forkmap.fork_map
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forkmap, "fork_map", counting)
+    return calls

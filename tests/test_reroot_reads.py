@@ -92,16 +92,10 @@ def _report(tree: Path, kernel: Path) -> list[tuple[Any, ...]]:
     return [(m.position, m.path, m.action, m.removed, m.verdict, m.reason) for m in report.modules]
 
 
-def test_forked_and_threaded_runs_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forked_and_threaded_runs_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
     """First runs, no-op re-runs and a re-run over a damaged tree, both ways."""
-    forked_calls: list[int] = []
-    real = forkmap.fork_map
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        forked_calls.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(forkmap, "fork_map", counting)
     assert COUNT >= reroot_module._FORK_THRESHOLD and forkmap.can_fork()
     results = {}
     for way in ("forked", "threaded"):
@@ -119,7 +113,7 @@ def test_forked_and_threaded_runs_agree(tmp_path: Path, monkeypatch: pytest.Monk
         results[way] = (first, second, third, _contents(top))
     # Planned three times, judged after the first (all rewritten); the one module
     # the third rewrites is judged in threads (below the threshold).
-    assert forked_calls == [COUNT, COUNT, COUNT, COUNT], forked_calls
+    assert forks == [COUNT, COUNT, COUNT, COUNT], forks
     assert results["forked"] == results["threaded"]
     first, second, third, _ = results["forked"]
     assert {row[2].value for row in first} == {"proved"}

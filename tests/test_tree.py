@@ -304,14 +304,8 @@ def test_a_signed_module_in_a_build_tree_is_refused(tree: Path) -> None:
     assert len(verify.json()["modules"]) == 5
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_trailer_is_refused_in_a_tree_big_enough_to_fork(tmp_path: Path, workers: str) -> None:
-    """With 300 modules the trailer check runs as each module is hashed (forked or not).
-
-    One module deep in the order ends with a PKCS#7 trailer: the run is
-    refused naming it, exactly as for a small tree, and nothing is written.
-    """
-    build = tmp_path / "build"
+def _big_build(build: Path, signed: str) -> Path:
+    """A build tree of 300 modules (enough to fork), ``signed`` ending with a PKCS#7 trailer."""
     lines = []
     for i in range(300):
         sub = build / f"d{i % 5}"
@@ -319,12 +313,24 @@ def test_a_trailer_is_refused_in_a_tree_big_enough_to_fork(tmp_path: Path, worke
         (sub / f"m{i:03d}.ko").write_bytes(bytes([i % 251]) * (4096 + i))
         lines.append(f"d{i % 5}/m{i:03d}.o")
     (build / "modules.order").write_text("\n".join(lines) + "\n")
-    module = build / "d2" / "m287.ko"
+    module = build / signed
     sig = b"\x30\x03\x02\x01\x00"
     module.write_bytes(
         module.read_bytes() + sig + INFO.pack(0, 0, 2, 0, 0, len(sig))
         + b"~Module signature appended~\n"
     )  # fmt: skip
+    return build
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_trailer_is_refused_in_a_tree_big_enough_to_fork(tmp_path: Path, workers: str) -> None:
+    """With 300 modules the trailer check runs as each module is hashed (forked or not).
+
+    One module deep in the order ends with a PKCS#7 trailer: the run is
+    refused naming it, exactly as for a small tree, and nothing is written.
+    """
+    build = _big_build(tmp_path / "build", signed="d2/m287.ko")
+    module = build / "d2" / "m287.ko"
     before = _snapshot(build)
     run = vmpatch("tree", build, "--workers", workers, "--byteorder", "little")
     assert run.returncode == 2, run.stderr
@@ -347,20 +353,7 @@ def test_the_first_module_that_is_no_file_is_named_in_a_big_tree(
     trailers); a FIFO must not hang the run."""
     import os
 
-    build = tmp_path / "build"
-    lines = []
-    for i in range(300):
-        sub = build / f"d{i % 5}"
-        sub.mkdir(parents=True, exist_ok=True)
-        (sub / f"m{i:03d}.ko").write_bytes(bytes([i % 251]) * (4096 + i))
-        lines.append(f"d{i % 5}/m{i:03d}.o")
-    (build / "modules.order").write_text("\n".join(lines) + "\n")
-    signed = build / "d2" / "m002.ko"
-    sig = b"\x30\x03\x02\x01\x00"
-    signed.write_bytes(
-        signed.read_bytes() + sig + INFO.pack(0, 0, 2, 0, 0, len(sig))
-        + b"~Module signature appended~\n"
-    )  # fmt: skip
+    build = _big_build(tmp_path / "build", signed="d2/m002.ko")
     first, later = build / "d0" / "m250.ko", build / "d0" / "m290.ko"
     for victim in (first, later):
         victim.unlink()

@@ -166,20 +166,6 @@ def mixed() -> Iterator[Mixed]:
         yield _build(base)
 
 
-@pytest.fixture
-def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many times verify went through forked workers (fork_map, really called)."""
-    calls: list[int] = []
-    real = forkmap.fork_map
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(forkmap, "fork_map", counting)
-    return calls
-
-
 def _same(
     forked: list[ModuleVerdict | FileError], threaded: list[ModuleVerdict | FileError]
 ) -> None:
