@@ -16,7 +16,8 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,28 @@ TEMP = re.compile(r"\.vmpatch-tmp$")
 
 
 Call = tuple[str, list[str], int]  # name, path arguments, process id
+
+
+@pytest.fixture
+def disk_path(tmp_path: Path) -> Iterator[Path]:
+    """A fresh directory on a filesystem with a disk behind it, where the batch flushes.
+
+    pytest's own is used when it is on one; where /tmp is a tmpfs (Debian 13,
+    Fedora, Arch), one under /var/tmp, removed after the test.
+    """
+    from vmpatch.fs.batch import _NO_DISK, _filesystem_type, _mount_table
+
+    table = _mount_table()
+    if _filesystem_type(os.path.realpath(tmp_path), table) not in _NO_DISK:
+        yield tmp_path
+        return
+    if _filesystem_type(os.path.realpath("/var/tmp"), table) in _NO_DISK:
+        pytest.skip("no directory on a disk filesystem to write to (/tmp and /var/tmp in memory)")
+    directory = Path(tempfile.mkdtemp(prefix="vmpatch-durability-", dir="/var/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def traced_tree(build: Path, log: Path, *args: str) -> list[Call]:
@@ -153,7 +176,7 @@ def check_order(
 
 
 @pytest.mark.parametrize("kind", ["kbuild-x86_64", "generated-300"])
-def test_tree_proofs_durable_before_rename(tmp_path: Path, kind: str) -> None:
+def test_tree_proofs_durable_before_rename(disk_path: Path, kind: str) -> None:
     """Every .merkle's data is durable before its rename; each directory synced once, after.
 
     Run twice: new proofs, then proofs rewritten in place over the first
@@ -161,25 +184,25 @@ def test_tree_proofs_durable_before_rename(tmp_path: Path, kind: str) -> None:
     the changed leaf's path, so all of them change, and keep their size). A
     third run over the unchanged tree leaves every proof alone.
     """
-    build = tmp_path / "build"
+    build = disk_path / "build"
     if kind == "kbuild-x86_64":
         shutil.copytree(TESTDATA / "kbuild-x86_64", build)
     else:
         generated(build, 300)
     order = (build / "modules.order").read_text().split()
     proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
-    calls = traced_tree(build, tmp_path / "strace0.log")
+    calls = traced_tree(build, disk_path / "strace0.log")
     check_order(calls, proofs)
     assert not list(build.rglob("*.vmpatch-tmp"))
     changed = proofs - {change_one_module(build, order)}
     before = {p: (p.read_bytes(), p.stat().st_ino) for p in changed}
-    calls = traced_tree(build, tmp_path / "strace1.log")
+    calls = traced_tree(build, disk_path / "strace1.log")
     check_order(calls, set(), kept=len(proofs - changed), overwritten=frozenset(changed))
     for p, (old, inode) in before.items():
         assert p.read_bytes() != old, f"{p} kept its bytes"
         assert p.stat().st_ino == inode, f"{p} was replaced, not rewritten in place"
     assert not list(build.rglob("*.vmpatch-tmp"))
-    assert_unchanged_run_writes_nothing(build, proofs, tmp_path / "strace-again.log")
+    assert_unchanged_run_writes_nothing(build, proofs, disk_path / "strace-again.log")
 
 
 def change_one_module(build: Path, order: Sequence[str]) -> Path:
@@ -226,7 +249,7 @@ def test_checker_rejects_rename_before_flush(tmp_path: Path) -> None:
     check_order(good, {proof})
 
 
-def test_forked_batch_keeps_the_order_in_every_worker(tmp_path: Path) -> None:
+def test_forked_batch_keeps_the_order_in_every_worker(disk_path: Path) -> None:
     """1200 proofs are written by two forked workers (vmpatch.fs.batch): the order holds in each.
 
     The trace shows renames from two processes other than the one that ran
@@ -234,16 +257,16 @@ def test_forked_batch_keeps_the_order_in_every_worker(tmp_path: Path) -> None:
     directory is synced by the workers that renamed into it, after the
     last rename into it.
     """
-    build = generated(tmp_path / "build", 1200)
+    build = generated(disk_path / "build", 1200)
     order = (build / "modules.order").read_text().split()
     proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
-    calls = traced_tree(build, tmp_path / "strace0.log", "--workers", "2")
+    calls = traced_tree(build, disk_path / "strace0.log", "--workers", "2")
     check_order(calls, proofs, writers=2)
     renaming = {pid for name, args, pid in calls if name.startswith("rename")}
     assert len(renaming) == 2, f"renames came from {len(renaming)} processes"
     assert not list(build.rglob("*.vmpatch-tmp"))
     changed = frozenset(proofs - {change_one_module(build, order)})
-    calls = traced_tree(build, tmp_path / "strace1.log", "--workers", "2")
+    calls = traced_tree(build, disk_path / "strace1.log", "--workers", "2")
     check_order(calls, set(), writers=2, kept=1, overwritten=changed)
     writing = {pid for name, args, pid in calls if name == "pwrite64"}
     assert len(writing) == 2, f"in-place writes came from {len(writing)} processes"
@@ -288,3 +311,40 @@ def test_only_small_same_size_files_with_one_link_are_rewritten_in_place(tmp_pat
         assert same_inode == (how != "replaced"), (name, how)
     assert (tmp_path / "other-link").read_bytes() == b"a" * 100
     assert not list(tmp_path.glob("*.vmpatch-tmp"))
+
+
+def test_a_memory_filesystem_gets_no_flush(tmp_path: Path) -> None:
+    """In tmpfs every proof is still renamed into place from a temporary (a killed run
+    leaves no half proof), but nothing is flushed: fsync there is noop_fsync
+    (mm/shmem.c), so the batch skips the fdatasync of each file and the fsync of
+    each directory. The proofs are byte for byte those written on a disk."""
+    from vmpatch.fs.batch import _NO_DISK, _filesystem_type, _mount_table
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or _filesystem_type(os.path.realpath(shm), _mount_table()) not in _NO_DISK:
+        pytest.skip("/dev/shm is no tmpfs here")
+    memory = Path(tempfile.mkdtemp(prefix="vmpatch-durability-", dir=shm))
+    try:
+        for workers in ("1", "2"):  # one process, and the forked batch (600 > its threshold)
+            build = generated(memory / f"build{workers}", 600)
+            order = (build / "modules.order").read_text().split()
+            proofs = {build / (line.removesuffix(".o") + ".merkle") for line in order}
+            on_disk = generated(tmp_path / f"build{workers}", 600)
+            traced_tree(on_disk, tmp_path / f"disk{workers}.log", "--workers", workers)
+            for when in ("new", "stale"):
+                if when == "stale":
+                    change_one_module(build, order)
+                    change_one_module(on_disk, order)
+                    traced_tree(on_disk, tmp_path / f"disk{workers}.log", "--workers", workers)
+                calls = traced_tree(build, tmp_path / f"{when}{workers}.log", "--workers", workers)
+                flushes = [c for c in calls if c[0] in ("fsync", "fdatasync", "syncfs")]
+                assert not flushes, f"{when} proofs in tmpfs flushed: {flushes[:3]}"
+                if when == "new":
+                    renamed = {Path(c[1][1]) for c in calls if c[0].startswith("rename")}
+                    assert renamed == proofs, "every new proof is renamed into place"
+                for proof in proofs:
+                    twin = on_disk / proof.relative_to(build)
+                    assert proof.read_bytes() == twin.read_bytes(), proof
+            assert not list(build.rglob("*.vmpatch-tmp"))
+    finally:
+        shutil.rmtree(memory, ignore_errors=True)

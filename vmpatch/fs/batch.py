@@ -22,7 +22,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 from vmpatch.errors import SystemFailure
 from vmpatch.fs.atomic import (
@@ -41,7 +40,7 @@ _OPEN_AT_ONCE = 256
 #: Below this many files, forking workers costs more than it saves.
 _FORK_THRESHOLD = 512
 
-Staged = list[tuple[str, str]]  # (temporary, target)
+Staged = list[tuple[str, str, bool]]  # (temporary, target, on a filesystem with a disk)
 #: Targets rewritten in place at commit: (target, new bytes, on a disk filesystem).
 Overwrites = list[tuple[str, bytes, bool]]
 
@@ -49,6 +48,9 @@ Overwrites = list[tuple[str, bytes, bool]]
 #: the unit a disk writes whole (include/linux/blk_types.h, SECTOR_SIZE). See
 #: :meth:`_BatchFile.examine`.
 OVERWRITE_MAX = 512
+
+#: How a temporary is created: new, never through a link, closed in workers we exec.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 #: What :meth:`_BatchFile.examine` finds a target needs.
 _HOLDS, _OVERWRITE, _REPLACE = range(3)
@@ -88,8 +90,6 @@ def durable_batch(
     every share is staged (:func:`_forked_batch`): the work is system calls,
     which processes run in parallel and threads serialise on the GIL.
     """
-    if len(files) > 1:
-        _load_sync_file_range()  # ctypes: not for a single file
     umask = os.umask(0)
     os.umask(umask)
     forkable = threading.active_count() == 1  # forking with threads alive is unsafe
@@ -106,34 +106,36 @@ def _stage(
     """Write every temporary and make its data durable; on failure remove them all.
 
     Also returns the targets to rewrite in place, which are not touched yet.
+    A temporary on a filesystem with no disk is closed as soon as it is
+    written: there is nothing to flush (:data:`_NO_DISK`).
     """
-    batch = _BatchFile(new_mode, umask)
+    batch = _BatchFile(new_mode, umask, writeback=len(files) > 1)
     staged: Staged = []
     overwrites: Overwrites = []
-    chunk: list[tuple[int, str]] = []
+    unflushed: list[tuple[int, str]] = []
     real_dirs: dict[str, str] = {}
     try:
-        for start in range(0, len(files), _OPEN_AT_ONCE):
-            for target_name, data in files[start : start + _OPEN_AT_ONCE]:
-                target, ref_stat = _resolve(os.fspath(target_name), real_dirs)
-                need = _REPLACE if ref_stat is None else batch.examine(target, ref_stat, data)
+        for target_name, data in files:
+            target, directory, ref_stat = _resolve(os.fspath(target_name), real_dirs)
+            on_disk = not batch.in_memory(directory)
+            if ref_stat is not None:
+                need = batch.examine(target, ref_stat, data, on_disk)
                 if need == _HOLDS:
                     continue  # already what it would become: left alone, mtime and all
                 if need == _OVERWRITE:
-                    overwrites.append((target, data, not batch.in_memory(target)))
+                    overwrites.append((target, data, on_disk))
                     continue
-                chunk.append((batch.write(target, ref_stat, data, staged), target))
-                # (a signal between the open and this line: batch.pending has the name)
-            for fd, target in chunk:
-                try:
-                    os.fdatasync(fd)
-                except OSError as err:
-                    raise SystemFailure.from_oserror(target, err, "write") from err
-            for fd, _ in chunk:
+            fd = batch.write(target, ref_stat, data, staged, on_disk)
+            # (a signal between the open and here: batch.pending has the name)
+            if not on_disk:
                 os.close(fd)
-            chunk.clear()
+                continue
+            unflushed.append((fd, target))
+            if len(unflushed) == _OPEN_AT_ONCE:
+                _flush_and_close(unflushed)
+        _flush_and_close(unflushed)
     except BaseException:
-        for fd, _ in chunk:
+        for fd, _ in unflushed:
             with contextlib.suppress(OSError):
                 os.close(fd)
         _remove(batch.pending)  # every one created, with or without its entry in staged
@@ -141,9 +143,24 @@ def _stage(
     return staged, overwrites
 
 
+def _flush_and_close(unflushed: list[tuple[int, str]]) -> None:
+    """fdatasync each open temporary (its writeback started when written), then close it.
+
+    Each fd leaves the list once closed, so a failure leaves the caller only
+    the ones still open.
+    """
+    for fd, target in unflushed:
+        try:
+            os.fdatasync(fd)
+        except OSError as err:
+            raise SystemFailure.from_oserror(target, err, "write") from err
+    while unflushed:
+        os.close(unflushed.pop()[0])
+
+
 def _discard(staged: Staged) -> None:
     """Remove the temporaries of ``staged`` that still exist (renamed ones do not)."""
-    _remove(temp for temp, _ in staged)
+    _remove(temp for temp, _, _ in staged)
 
 
 def _remove(names: Iterable[str]) -> None:
@@ -154,54 +171,55 @@ def _remove(names: Iterable[str]) -> None:
 
 def _commit(staged: Staged, overwrites: Overwrites) -> None:
     """Rewrite the in-place targets, rename every temporary over its target, then sync
-    each directory once."""
+    each directory with a disk behind it once."""
     directories: dict[str, None] = {}
     done = 0
     try:
         _overwrite(overwrites)
-        for temp, target in staged:
+        for temp, target, on_disk in staged:
             os.replace(temp, target)
             done += 1
-            directories[target.rpartition("/")[0] or "/"] = None
+            if on_disk:
+                directories[target.rpartition("/")[0] or "/"] = None
     except BaseException as err:  # a failed rename, or SIGINT/SIGTERM among the renames
         _discard(staged[done:])  # the first is gone already if its rename was done
         if isinstance(err, OSError):
             raise SystemFailure.from_oserror(staged[done][1], err, "replace") from err
         raise
     for directory in directories:
-        fsync_dir(Path(directory))
+        fsync_dir(directory)
 
 
 def _overwrite(overwrites: Overwrites) -> None:
     """Write each target's new bytes over its old ones, then make them durable.
 
     A few hundred at a time, as staging does: writeback is started for each
-    as it is written, then each is fdatasync'd.
+    as it is written, then each is fdatasync'd (where a disk is behind it).
     """
     flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     for start in range(0, len(overwrites), _OPEN_AT_ONCE):
-        opened: list[tuple[int, str]] = []
+        unflushed: list[tuple[int, str]] = []
         try:
             for target, data, on_disk in overwrites[start : start + _OPEN_AT_ONCE]:
                 try:
                     fd = os.open(target, flags)
                 except OSError as err:
                     raise SystemFailure.from_oserror(target, err, "write") from err
-                opened.append((fd, target))
                 try:
                     if os.pwrite(fd, data, 0) != len(data):  # one page: whole, or an error
                         raise OSError(errno.EIO, "short write")
+                    if on_disk and len(overwrites) > 1:
+                        _start_writeback(fd)
                 except OSError as err:
+                    os.close(fd)
                     raise SystemFailure.from_oserror(target, err, "write") from err
                 if on_disk:
-                    _start_writeback(fd)
-            for fd, target in opened:
-                try:
-                    os.fdatasync(fd)
-                except OSError as err:
-                    raise SystemFailure.from_oserror(target, err, "write") from err
+                    unflushed.append((fd, target))
+                else:
+                    os.close(fd)
+            _flush_and_close(unflushed)
         finally:
-            for fd, _ in opened:
+            for fd, _ in unflushed:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
@@ -317,8 +335,9 @@ def _child(
 # One file of a batch
 
 
-def _resolve(name: str, real_dirs: dict[str, str]) -> tuple[str, os.stat_result | None]:
-    """``os.path.realpath(name)`` and its stat, resolving each directory only once.
+def _resolve(name: str, real_dirs: dict[str, str]) -> tuple[str, str, os.stat_result | None]:
+    """``os.path.realpath(name)``, its directory and its stat, resolving each directory
+    only once.
 
     realpath lstats every component of every name: it was a third of writing
     Debian's 4230 proofs (cProfile: 4.4 of 12.3 s under load, 33,630 lstat
@@ -332,18 +351,19 @@ def _resolve(name: str, real_dirs: dict[str, str]) -> tuple[str, os.stat_result 
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return target, None
+        return target, real_dir, None
     except OSError as err:
         raise SystemFailure.from_oserror(target, err, "write") from err
-    if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(target)
-        try:
-            return target, os.stat(target)
-        except FileNotFoundError:
-            return target, None
-        except OSError as err:
-            raise SystemFailure.from_oserror(target, err, "write") from err
-    return target, st
+    if not stat.S_ISLNK(st.st_mode):
+        return target, real_dir, st
+    target = os.path.realpath(target)
+    real_dir = target.rpartition("/")[0] or "/"
+    try:
+        return target, real_dir, os.stat(target)
+    except FileNotFoundError:
+        return target, real_dir, None
+    except OSError as err:
+        raise SystemFailure.from_oserror(target, err, "write") from err
 
 
 def _real_dir(directory: str, real_dirs: dict[str, str]) -> str:
@@ -386,9 +406,12 @@ class _BatchFile:
     fdatasync, close and rename 0.17 s.
     """
 
-    def __init__(self, new_mode: int, umask: int) -> None:
+    def __init__(self, new_mode: int, umask: int, *, writeback: bool) -> None:
         self.new_mode = new_mode
         self.umask = umask
+        #: Whether to start each file's writeback as it is written: for one file alone
+        #: the fdatasync right after does the same.
+        self.writeback = writeback
         self.serial = int.from_bytes(os.urandom(4), "big")
         self.euid = os.geteuid()
         self.memory_dirs: dict[str, bool] = {}
@@ -400,29 +423,36 @@ class _BatchFile:
         self.mounts: list[tuple[str, str]] | None = None
 
     def write(
-        self, target: str, ref_stat: os.stat_result | None, data: bytes, staged: Staged
+        self,
+        target: str,
+        ref_stat: os.stat_result | None,
+        data: bytes,
+        staged: Staged,
+        on_disk: bool,
     ) -> int:
-        """One temporary, written, writeback started; its fd (added to ``staged``)."""
+        """One temporary, written, writeback started if ``on_disk``; its fd (added to
+        ``staged``)."""
         mode = self.new_mode if ref_stat is None else stat.S_IMODE(ref_stat.st_mode)
         head, _, name = target.rpartition("/")
         self.serial = (self.serial + 1) & 0xFFFFFFFF
         temp = f"{head}/.{name}.{self.serial:08x}{TEMP_MARK}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         self.pending.append(temp)
         try:
-            fd = os.open(temp, flags, mode)
+            fd = os.open(temp, _CREATE, mode)
         except FileExistsError:
             self.pending.pop()  # another process's file: never ours to remove
             fd, temp = _create_retrying(target, mode, self.pending)
         except OSError as err:
             self.pending.pop()
             raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
-        staged.append((temp, target))
+        staged.append((temp, target, on_disk))
         try:
-            write_all(fd, data)
+            written = os.write(fd, data)  # a page or two: all at once but on a full disk
+            if written != len(data):
+                write_all(fd, data[written:])
             if ref_stat is not None:
                 self._keep_metadata(ref_stat, target, fd)
-            if not self._in_memory(head):
+            if on_disk and self.writeback:
                 _start_writeback(fd)
         except BaseException as err:
             os.close(fd)
@@ -431,13 +461,19 @@ class _BatchFile:
             raise
         return fd
 
-    def _in_memory(self, directory: str) -> bool:
-        """Whether ``directory`` is on a filesystem with no disk behind it (no writeback).
+    def in_memory(self, directory: str) -> bool:
+        """Whether ``directory`` is on a filesystem with no disk behind it: no writeback
+        to start, nothing to flush.
 
-        sync_file_range through ctypes was 8 us a file, 35 ms of the 4230
-        proofs of a tmpfs tree (cProfile); on tmpfs it does nothing. The
-        mount table is searched once per device (st_dev), not per directory:
-        863 searches were 0.03 s.
+        Their fsync is noop_fsync (mm/shmem.c, shmem_file_operations;
+        fs/ramfs/file-mmu.c; fs/libfs.c, simple_offset_dir_operations and
+        simple_dir_operations for their directories): a file is as durable as
+        it will be once written, and a crash of the machine loses them all. On
+        tmpfs the sync_file_range through ctypes was 8 us a file, 35 ms of the
+        4230 proofs of a tree (cProfile), and the fdatasync of each temporary
+        and fsync of each of its 863 directories another ~0.01 s. The mount
+        table is searched once per device (st_dev), not per directory: 863
+        searches were 0.03 s.
         """
         known = self.memory_dirs.get(directory)
         if known is None:
@@ -455,7 +491,7 @@ class _BatchFile:
             self.memory_dirs[directory] = known
         return known
 
-    def examine(self, target: str, ref_stat: os.stat_result, data: bytes) -> int:
+    def examine(self, target: str, ref_stat: os.stat_result, data: bytes, on_disk: bool) -> int:
         """What the existing ``target`` needs: nothing, an in-place rewrite, or replacing.
 
         A target that holds ``data`` already is left as it is: a re-run of
@@ -498,17 +534,13 @@ class _BatchFile:
         try:
             if os.read(fd, len(data) + 1) != data:
                 return _OVERWRITE if in_place else _REPLACE
-            if not self.in_memory(target):
+            if on_disk:
                 os.fdatasync(fd)
         except OSError:
             return _REPLACE
         finally:
             os.close(fd)
         return _HOLDS
-
-    def in_memory(self, target: str) -> bool:
-        """Whether ``target``'s directory is on a filesystem with no disk behind it."""
-        return self._in_memory(target.rpartition("/")[0] or "/")
 
     def _keep_metadata(self, ref_stat: os.stat_result, target: str, fd: int) -> None:
         if ref_stat.st_mode & self.umask:  # open() dropped bits the target has
@@ -570,6 +602,8 @@ def _start_writeback(fd: int) -> None:
     ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: Python's os module lacks it,
     so it goes through libc; where that fails the later fdatasync does it all.
     """
+    if not _sync_file_range_tried:
+        _load_sync_file_range()  # ctypes (5 ms): only once a file on a disk is written
     if _sync_file_range is None:
         return
     with contextlib.suppress(OSError, AttributeError, ValueError):
@@ -577,12 +611,12 @@ def _start_writeback(fd: int) -> None:
 
 
 _sync_file_range: Callable[[int, int, int, int], int] | None = None
+_sync_file_range_tried = False
 
 
 def _load_sync_file_range() -> None:
-    global _sync_file_range
-    if _sync_file_range is not None:
-        return
+    global _sync_file_range, _sync_file_range_tried
+    _sync_file_range_tried = True
     try:
         import ctypes
 
