@@ -325,6 +325,7 @@ def test_exhaustive_small_trees() -> None:
             assert verdict.verdict == "ACCEPT", (count, index, verdict.reason)
             assert verdict.errno is None
             assert verdict.position == index
+        assert tree.trailers(range(count)) == [reference.trailer(i) for i in range(count)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,6 +370,19 @@ def test_reference_agrees(case: tuple[int, int]) -> None:
     assert tree.levels == reference.levels
     assert tree.proof(index) == reference.proof(index)
     assert tree.trailer(index) == reference.trailer(index)
+
+
+@PROPERTY_SETTINGS
+@given(sizes, st.data())
+def test_trailers_of_any_indexes_are_each_trailer(count: int, data: st.DataObject) -> None:
+    """The batch form (shared path walks) gives each index's own trailer, in any order,
+    with repeats and gaps, and refuses an index outside the tree as trailer() does."""
+    tree = library_tree(count)
+    reference = RefTree(all_leaves()[:count])
+    indexes = data.draw(st.lists(st.integers(min_value=0, max_value=count - 1), max_size=64))
+    assert tree.trailers(indexes) == [reference.trailer(i) for i in indexes]
+    with pytest.raises(IndexError):
+        tree.trailers([*indexes, count])
 
 
 @PROPERTY_SETTINGS

@@ -24,7 +24,7 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from vmpatch.errors import SystemFailure
@@ -324,3 +324,30 @@ class MerkleTree:
     def trailer(self, index: int) -> bytes:
         """The ``.merkle`` file content for module ``index``."""
         return merkle_trailer(index, self.proof(index))
+
+    def trailers(self, indexes: Iterable[int]) -> list[bytes]:
+        """``[self.trailer(i) for i in indexes]``, cheaper over a run of neighbours.
+
+        Neighbouring leaves share most of their path: the sibling at level l
+        changes only when ``index >> l`` does, so in ascending order each
+        index walks up only until its path meets the previous one's (two
+        levels on average). 4230 proofs one by one took 27-35 ms, in front
+        of the writes of ``vmpatch tree``.
+        """
+        levels = self.levels
+        siblings = [b""] * levels
+        held = [-1] * levels  # the node at each level whose sibling is in siblings
+        out = []
+        for index in indexes:
+            if not 0 <= index < self.count:
+                raise IndexError(f"module index {index} outside 0..{self.count - 1}")
+            for level in range(levels):
+                here = index >> level
+                if held[level] == here:
+                    break  # so is every level above: the paths have met
+                held[level] = here
+                nodes = self.layers[level]
+                partner = here ^ 1
+                siblings[level] = nodes[partner] if partner < len(nodes) else nodes[here]
+            out.append(merkle_trailer(index, siblings))
+        return out

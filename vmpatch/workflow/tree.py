@@ -323,7 +323,12 @@ class _ProofFiles(Sequence[tuple[str, bytes]]):
     def __getitem__(self, index: slice) -> Sequence[tuple[str, bytes]]: ...
     def __getitem__(self, index: int | slice) -> tuple[str, bytes] | Sequence[tuple[str, bytes]]:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+            entries = [module.entry for module in self._modules[index]]
+            trailers = self._tree.trailers(entry.index for entry in entries)
+            return [
+                (f"{self._base}/{entry.stem}{PROOF_SUFFIX}", trailer)
+                for entry, trailer in zip(entries, trailers, strict=True)
+            ]
         entry = self._modules[index].entry
         return f"{self._base}/{entry.stem}{PROOF_SUFFIX}", self._tree.trailer(entry.index)
 
