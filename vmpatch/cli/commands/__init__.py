@@ -9,6 +9,14 @@ and type hints per parameter), which measured 84 ms of the 380 ms that
 everything, in the order ``--help`` lists them: the image first (inspect,
 patch), then the tree (tree, verify, reroot, diff), then the module
 toolkit; ``--version`` alone registers nothing.
+
+The command modules leave out ``from __future__ import annotations``: typer
+reads every parameter's type with ``typing.get_type_hints`` on each start,
+and annotations kept as text are compiled and evaluated there one by one.
+Evaluated once as the module runs, ``vmpatch tree``'s took 6.3 ms to import
+and build against 10.8 ms as text (8 runs each). Names imported only for type
+checkers are written in quotes. ``verify`` has its own module for the same
+reason: building it with ``tree`` was another 5 ms of every ``tree`` run.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ COMMAND_MODULES = {
     "inspect": "vmlinux",
     "patch": "vmlinux",
     "tree": "tree",
-    "verify": "tree",
+    "verify": "verify",
     "reroot": "reroot",
     "diff": "diff",
     "ko": "ko",

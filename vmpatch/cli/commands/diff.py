@@ -1,8 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``vmpatch diff``: two builds, the same root or not, and the modules that differ."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,13 +61,13 @@ def diff(
     return report.exit_code
 
 
-def _root_line(label: str, side: DiffSide) -> str:
+def _root_line(label: str, side: "DiffSide") -> str:
     root = "no root" if side.root is None else f"levels {side.root.levels} {side.root.digest.hex()}"
     count = "" if side.module_count is None else f", {side.module_count} modules"
     return f"{label}: {side.source} ({side.kind}{count}): {root}"
 
 
-def human_lines(report: DiffReport) -> list[str]:
+def human_lines(report: "DiffReport") -> list[str]:
     """The verdict first, then each side's root, then one line per module that differs."""
     counts = report.counts
     parts = [f"{n} {kind}" for kind, n in counts.items() if n]

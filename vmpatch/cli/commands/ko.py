@@ -8,8 +8,6 @@ The per-module install hook with the same job as ``ko append`` is the lean
 ``vmpatch-ko-append`` (:mod:`vmpatch.hook`); this is the interactive form.
 """
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass

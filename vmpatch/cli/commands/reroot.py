@@ -1,8 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``vmpatch reroot``: the packager's main job, one command (see vmpatch.workflow.reroot)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 

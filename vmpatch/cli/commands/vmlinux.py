@@ -1,8 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``vmpatch inspect`` and ``vmpatch patch``: the vmlinux side."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,7 +27,7 @@ def _hex(value: int) -> str:
     return f"{value:#x}"
 
 
-def _vmlinux_rows(report: ImageReport) -> list[tuple[str, str]]:
+def _vmlinux_rows(report: "ImageReport") -> list[tuple[str, str]]:
     sec, sym = report.section, report.symbol
     rows = [
         ("machine", f"{report.machine} ({report.elf_class}, {report.byteorder} endian)"),
@@ -51,7 +49,7 @@ def _vmlinux_rows(report: ImageReport) -> list[tuple[str, str]]:
     return rows
 
 
-def _kernel_rows(facts: KernelFacts) -> list[tuple[str, str]]:
+def _kernel_rows(facts: "KernelFacts") -> list[tuple[str, str]]:
     """Rows for a boot image, or a vmlinux without .module_hashes."""
     if facts.hashes == "absent":
         state = "no hash-based module authentication"
@@ -135,7 +133,7 @@ def inspect(
 
 def _root_source(
     root_file: Path | None, root: str | None, levels: int | None, force: bool
-) -> RootSource | None:
+) -> "RootSource | None":
     from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
     from vmpatch.workflow.patch import RootSource, decode_root_file
 
