@@ -47,12 +47,12 @@ from vmpatch.fs.atomic import write_all
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import TypeVar
 
     R = TypeVar("R")
 
-__all__ = ["can_fork", "fork_map"]
+__all__ = ["MAX_TASKS", "can_fork", "fork_map", "take_tasks", "task_pipe"]
 
 #: A result frame's header: the chunk number (-1: a pickled exception follows), the length.
 _FRAME = struct.Struct("<iI")
@@ -62,7 +62,33 @@ _TASK = struct.Struct("<I")
 _SLOT = struct.Struct("<qq")
 #: The task pipe is filled before any child starts, so all tasks must fit in its
 #: buffer (64 KiB on Linux, at least 4 KiB anywhere).
-_MAX_TASKS = 1024
+MAX_TASKS = 1024
+
+
+def task_pipe(count: int) -> int:
+    """A pipe holding the task numbers ``0 .. count - 1`` and no writer: its read end.
+
+    Children forked after this take tasks with :func:`take_tasks`, each task
+    going to exactly one of them: a child that finishes early takes more.
+    """
+    if count > MAX_TASKS:
+        raise ValueError(f"{count} tasks do not fit in a pipe's buffer (at most {MAX_TASKS})")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"".join(_TASK.pack(number) for number in range(count)))
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)  # the children see the end of the tasks once they are taken
+    return read_end
+
+
+def take_tasks(read_end: int) -> Iterator[int]:
+    """Task numbers from :func:`task_pipe`'s read end until none is left (a pipe read
+    of 4 bytes is never split on Linux, so two children never share one)."""
+    while task := os.read(read_end, _TASK.size):
+        yield _TASK.unpack(task)[0]
 
 
 def can_fork() -> bool:
@@ -96,7 +122,7 @@ def fork_map(
         raise ValueError("order must list every index once")
     tally = _Tally(crashed, progress, count)
     while pending:
-        size = max(chunk, -(-len(pending) // _MAX_TASKS))
+        size = max(chunk, -(-len(pending) // MAX_TASKS))
         chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
         before = tally.done
         _one_round(func, chunks, min(workers, len(chunks)), tally)
@@ -156,13 +182,9 @@ def _one_round(
     del faulthandler, pickle, signal  # imported once here, not in every child
 
     shared = mmap.mmap(-1, _SLOT.size * workers)  # MAP_SHARED | MAP_ANONYMOUS
-    tasks_read, tasks_write = os.pipe()
+    tasks_read = task_pipe(len(chunks))
     children: dict[int, tuple[int, int]] = {}  # result pipe -> (pid, worker number)
     try:
-        try:
-            os.write(tasks_write, b"".join(_TASK.pack(c) for c in range(len(chunks))))
-        finally:
-            os.close(tasks_write)  # children see the end of the tasks once they are taken
         for worker in range(workers):
             _SLOT.pack_into(shared, _SLOT.size * worker, -1, -1)
             read_end, write_end = os.pipe()
@@ -203,8 +225,7 @@ def _child(  # pragma: no cover - runs in a forked child
 
         faulthandler.disable()  # a SIGBUS is a result here, not a traceback on stderr
         at = _SLOT.size * worker
-        while task := os.read(tasks, _TASK.size):
-            (number,) = _TASK.unpack(task)
+        for number in take_tasks(tasks):
             values = []
             for index in chunks[number]:
                 _SLOT.pack_into(shared, at, number, index)  # type: ignore[arg-type]
