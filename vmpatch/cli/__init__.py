@@ -14,6 +14,7 @@ editable finder on the path (issue 12 holds ``--version`` to 5x).
 
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (6 ms)
@@ -31,13 +32,46 @@ def version_line() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (:func:`vmpatch.cli.app.main`, the app and its exit codes)."""
+    """Console entry point (:func:`vmpatch.cli.app.main`, the app and its exit codes).
+
+    Run as the program (no ``argv``), it ends the process itself once the
+    command is done (:func:`_exit_now`); with ``argv`` it raises SystemExit
+    like any library call, for callers and tests that go on.
+    """
     if (sys.argv[1:] if argv is None else argv) == ["--version"]:
         print(version_line())
         sys.exit(0)
     from vmpatch.cli.app import main as run_app
 
-    run_app(argv)
+    if argv is not None:
+        run_app(argv)
+        return
+    try:
+        run_app(None)
+    except SystemExit as done:
+        if isinstance(done.code, int) or done.code is None:
+            _exit_now(done.code or 0)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """Flush the output and end the process, without tearing the interpreter down.
+
+    Finalization frees every module and object one by one: after ``vmpatch
+    tree`` printed its root, 12 ms of a 0.6 s run (25-45 ms before start-up
+    was frozen for gc; Debian's 4230 modules in tmpfs, under strace). mypy
+    ends the same way (mypy.util.hard_exit). Nothing here needs the
+    interpreter's exit: vmpatch registers no atexit handler, its thread pools
+    and temporary directories are closed by ``with`` before this, and its
+    worker processes are reaped. If the last flush fails, the interpreter's
+    own exit reports it as it would have.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    os._exit(code)
 
 
 def __getattr__(name: str) -> object:
