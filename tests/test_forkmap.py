@@ -125,6 +125,28 @@ def test_a_worker_dying_on_an_item_costs_that_item_only(death: object, why: str)
     _no_children_left()
 
 
+def test_convert_runs_here_on_every_result_as_it_arrives() -> None:
+    """``convert`` is applied in the caller to each result, crashed ones too, once each."""
+    pid = os.getpid()
+    converted: list[int] = []
+
+    def func(index: int) -> int:
+        if index == 7:
+            os._exit(3)
+        return index * 2
+
+    def convert(index: int, value: object) -> tuple[int, object, int]:
+        converted.append(index)
+        return index, value, os.getpid()
+
+    got = forkmap.fork_map(func, 100, workers=2, crashed=_crashed, chunk=8, convert=convert)
+    assert sorted(converted) == list(range(100)), "each result converted once"
+    assert all(where == pid for _, _, where in got), "converted in the caller"
+    assert got[7] == (7, "crashed 7: its worker process exited with status 3", pid)
+    assert [value for index, value, _ in got if index != 7] == [i * 2 for i in range(100) if i != 7]
+    _no_children_left()
+
+
 def test_no_fork_with_another_thread_alive() -> None:
     assert forkmap.can_fork()
     stop = threading.Event()

@@ -105,6 +105,7 @@ def fork_map(
     progress: Callable[[int], None] | None = None,
     order: Sequence[int] | None = None,
     chunk: int = 16,
+    convert: Callable[[int, R], object] | None = None,
 ) -> list[R]:
     """``[func(i) for i in range(count)]``, computed in ``workers`` forked children.
 
@@ -113,14 +114,18 @@ def fork_map(
     saying how (in this process). ``progress`` is called here with the
     number of results received so far. ``order`` is the order in which
     items are handed out (largest first balances best); ``chunk`` is how
-    many go to a child at once (its results come back in one write). The
-    caller checks :func:`can_fork` first.
+    many go to a child at once (its results come back in one write).
+    ``convert(i, result)``, if given, is what is kept of each result, made
+    here as it arrives: while the children work, this process's time is
+    shared with them rather than added after them (the caller then holds
+    converted values in the returned list). The caller checks
+    :func:`can_fork` first.
     """
     workers = max(1, workers)
     pending = list(order) if order is not None else list(range(count))
     if sorted(pending) != list(range(count)):
         raise ValueError("order must list every index once")
-    tally = _Tally(crashed, progress, count)
+    tally = _Tally(crashed, progress, count, convert)
     while pending:
         size = max(chunk, -(-len(pending) // MAX_TASKS))
         chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
@@ -142,20 +147,24 @@ class _Tally:
         crashed: Callable[[int, str], R],
         progress: Callable[[int], None] | None,
         count: int,
+        convert: Callable[[int, R], object] | None = None,
     ) -> None:
         self.results: list[object] = [None] * count
         self.done = 0
         self.rerun: list[int] = []
         self._crashed = crashed
         self._progress = progress
+        self._convert = convert
 
     def received(self, indexes: list[int], values: list[object]) -> None:
+        convert = self._convert
         for index, value in zip(indexes, values, strict=True):
-            self.results[index] = value
+            self.results[index] = value if convert is None else convert(index, value)  # type: ignore[arg-type]
         self._count(len(indexes))
 
     def crash(self, index: int, why: str) -> None:
-        self.results[index] = self._crashed(index, why)
+        value = self._crashed(index, why)
+        self.results[index] = value if self._convert is None else self._convert(index, value)
         self._count(1)
 
     def lost(self, indexes: list[int], culprit: int | None, why: str) -> None:

@@ -434,7 +434,7 @@ def verify_files(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     load_path: LoadPath | None = None,
-    explainer: Explainer | None = None,
+    explainer: Explainer | _LaterExplainer | None = None,
     enforcement: Enforcement | None = None,
 ) -> list[ModuleVerdict | FileError]:
     """The kernel's verdict for every module file, in the order given.
@@ -474,14 +474,15 @@ def verify_files(
         def crashed(index: int, why: str) -> _Encoded:
             return SystemFailure(paths[index], f"cannot read module: {why}")
 
-        encoded = forkmap.fork_map(
+        decoded = forkmap.fork_map(
             lambda index: _encode(judged(paths[index], mapped=True)),
             len(paths),
             workers=workers,
             crashed=crashed,
             progress=progress,
+            convert=lambda index, code: _decode(paths[index], code, enforcement),
         )
-        return [_decode(path, code, enforcement) for path, code in zip(paths, encoded, strict=True)]
+        return decoded  # type: ignore[return-value]  # every one converted
 
     def judge(path: Path) -> ModuleVerdict | FileError:
         outcome = judged(path)
@@ -512,7 +513,7 @@ def _judge(
     kernel: KernelModel,
     max_size: int,
     load_path: LoadPath | None,
-    explainer: Explainer | None,
+    explainer: Explainer | _LaterExplainer | None,
     *,
     mapped: bool,
 ) -> _Judged | VmpatchError:
@@ -537,7 +538,7 @@ def _verdict_on(
     chosen: LoadPath,
     view: bytes | memoryview | Verdict,
     kernel: KernelModel,
-    explainer: Explainer | None,
+    explainer: Explainer | _LaterExplainer | None,
     *,
     copy: bool = False,
 ) -> _Judged:
@@ -697,16 +698,9 @@ def run_verify(
             extra = unlisted_modules(modules_dir, listed)
     if not files:
         raise UsageError(None, "no modules given: name them, or use --modules DIR")
-    from vmpatch.workflow.explain import Explainer, find_reference, other_roots
-
     model = kernel_model(kernel, config)
     enforcement = _enforcement(model, runtime)
-    explainer = Explainer(
-        model,
-        find_reference(tree, manifest, modules_dir),
-        other_roots([Path(k) for k in other_kernels]),
-        Path(modules_dir) if modules_dir is not None else None,
-    )
+    explainer = _explainer(model, tree, manifest, modules_dir, other_kernels)
 
     def judged(
         paths: list[Path], done: Callable[[int], None] | None
@@ -745,6 +739,52 @@ def run_verify(
         modules_dir=None if modules_dir is None else Path(modules_dir),
         tree_state=None if modules_dir is None else _tree_state(modules_dir, model, results),
     )
+
+
+def _explainer(
+    model: KernelModel,
+    tree: str | os.PathLike[str] | None,
+    manifest: str | os.PathLike[str] | None,
+    modules_dir: str | os.PathLike[str] | None,
+    other_kernels: Sequence[str | os.PathLike[str]],
+) -> Explainer | _LaterExplainer:
+    """What explains the rejections: built now when a reference or another kernel is
+    to be read (a bad one refuses the run before any module is judged), else
+    only once a module is refused (importing vmpatch.workflow.explain was 11 ms
+    of every ``verify``, most of them accepting every module)."""
+    from vmpatch.records.leaves import MANIFEST_NAME
+
+    base = Path(modules_dir) if modules_dir is not None else None
+    own_manifest = base is not None and (base / MANIFEST_NAME).is_file()
+    if tree is None and manifest is None and not other_kernels and not own_manifest:
+        return _LaterExplainer(model, base)
+    from vmpatch.workflow.explain import Explainer, find_reference, other_roots
+
+    return Explainer(
+        model,
+        find_reference(tree, manifest, modules_dir),
+        other_roots([Path(k) for k in other_kernels]),
+        base,
+    )
+
+
+class _LaterExplainer:
+    """An :class:`~vmpatch.workflow.explain.Explainer` with no reference and no other
+    kernel, made when first asked (in whichever worker process asks)."""
+
+    def __init__(self, model: KernelModel, base: Path | None) -> None:
+        self._model = model
+        self._base = base
+        self._explainer: Explainer | None = None
+
+    def __call__(
+        self, path: Path, data: bytes | None, verdict: VerdictKind, reason: str
+    ) -> Explanation | None:
+        if self._explainer is None:
+            from vmpatch.workflow.explain import Explainer
+
+            self._explainer = Explainer(self._model, None, {}, self._base)
+        return self._explainer(path, data, verdict, reason)
 
 
 def run_verify_system(
