@@ -23,7 +23,6 @@ use, so a ``.ko.xz`` never loads gzip and a ``.ko`` none of them.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 
@@ -233,32 +232,38 @@ class MappedPlain:
         import stat
 
         where = path
-        self._mapping: mmap.mmap | None = None
+        mapping: mmap.mmap | None = None
+        self._mapping = None
         self.data: memoryview | bytes = b""
+        # open_input's open (O_NONBLOCK: a FIFO must not hang), without its file
+        # object: a regular file is mapped from the descriptor; anything else is
+        # left to read_raw's own path and errors.
         try:
-            # open_input's open (O_NONBLOCK: a FIFO must not hang), without its file
-            # object: a regular file is mapped from the descriptor; anything else is
-            # left to read_raw's own path and errors.
             fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
                 info = os.fstat(fd)
-                if info.st_size > max_size and stat.S_ISREG(info.st_mode):
-                    raise _too_big(where, max_size)
-                if info.st_size and stat.S_ISREG(info.st_mode):
-                    # OSError: a file system that cannot map (sysfs); ValueError: the file
-                    # shrank since fstat (mmap checks the size again). Both are read instead.
-                    with contextlib.suppress(OSError, ValueError):
-                        self._mapping = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
+                if stat.S_ISREG(info.st_mode) and info.st_size:
+                    if info.st_size > max_size:
+                        raise _too_big(where, max_size)
+                    try:
+                        mapping = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
+                    except (OSError, ValueError):
+                        # A file system that cannot map (sysfs), or a file that shrank
+                        # since fstat (mmap checks the size again): read instead.
+                        mapping = None
             finally:
                 os.close(fd)
         except OSError as err:
             raise SystemFailure.from_oserror(where, err, "read module") from None
-        if self._mapping is None:  # empty, procfs, sysfs, not a regular file: read it
+        if mapping is None:  # empty, procfs, sysfs, not a regular file: read it
             self.data = read_raw(where, max_size=max_size)[1]
+            head = self.data[:8]
         else:
-            self.data = memoryview(self._mapping)
+            self._mapping = mapping
+            self.data = memoryview(mapping)
+            head = mapping[:8]  # bytes straight from the mapping, no view to release
         try:
-            _check_magic(where, Codec.NONE, bytes(self.data[:8]))
+            _check_magic(where, Codec.NONE, head)
             if len(self.data) > max_size:  # read() of a file that grew past the bound
                 raise _too_big(where, max_size)
         except BaseException:
@@ -269,11 +274,14 @@ class MappedPlain:
         """Unmap the file (a view still held elsewhere keeps it mapped until dropped)."""
         data, mapping = self.data, self._mapping
         self.data, self._mapping = b"", None
-        with contextlib.suppress(BufferError):
+        if mapping is None:
+            return
+        try:
             if isinstance(data, memoryview):
                 data.release()
-            if mapping is not None:
-                mapping.close()
+            mapping.close()
+        except BufferError:
+            pass
 
     def __enter__(self) -> MappedPlain:
         return self
