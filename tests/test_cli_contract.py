@@ -452,6 +452,34 @@ def test_show_completion_bash() -> None:
     assert "complete " in result.stdout
 
 
+# --- the end of a run ---------------------------------------------------------------
+
+
+def test_profilers_still_see_the_end_of_a_run(tmp_path: Path) -> None:
+    """The program skips the interpreter's teardown (vmpatch.cli._exit_now), but not
+    when something waits for it: cProfile writes its profile at exit."""
+    profile = tmp_path / "vmpatch.prof"
+    result = python("-m", "cProfile", "-o", profile, "-m", "vmpatch", "tree", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert profile.stat().st_size > 0, "cProfile wrote no profile"
+
+
+def test_a_plain_run_ends_without_teardown() -> None:
+    """Nothing waiting, the program ends by os._exit once its output is flushed, with
+    the command's exit code (an atexit handler registered by the run is skipped)."""
+    code = (
+        "import atexit, sys; import vmpatch.cli as cli; "
+        "sys.argv = ['vmpatch', 'tree', '/nonexistent-dir']; "
+        "cli._nothing_waits_for_exit = lambda: True; "
+        "atexit.register(lambda: print('teardown ran')); cli.main()"
+    )
+    result = python("-c", code)
+    assert result.returncode == 2, result.stderr
+    assert "not a directory" in result.stderr
+    assert "teardown ran" not in result.stdout
+
+
 # --- start-up cost ---------------------------------------------------------------
 
 #: Heavy modules that only the commands needing them may import.

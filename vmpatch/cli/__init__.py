@@ -49,9 +49,23 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_app(None)
     except SystemExit as done:
-        if isinstance(done.code, int) or done.code is None:
+        if (isinstance(done.code, int) or done.code is None) and _nothing_waits_for_exit():
             _exit_now(done.code or 0)
         raise
+
+
+def _nothing_waits_for_exit() -> bool:
+    """No atexit handler, profiler or tracer would miss the interpreter's exit.
+
+    cProfile and coverage write their data when the interpreter exits, and a
+    library may register its own clean-up (logging does when imported).
+    """
+    import atexit
+
+    count = getattr(atexit, "_ncallbacks", None)  # CPython's count of registered handlers
+    return (
+        count is not None and count() == 0 and sys.getprofile() is None and sys.gettrace() is None
+    )
 
 
 def _exit_now(code: int) -> None:
@@ -63,8 +77,9 @@ def _exit_now(code: int) -> None:
     ends the same way (mypy.util.hard_exit). Nothing here needs the
     interpreter's exit: vmpatch registers no atexit handler, its thread pools
     and temporary directories are closed by ``with`` before this, and its
-    worker processes are reaped. If the last flush fails, the interpreter's
-    own exit reports it as it would have.
+    worker processes are reaped; :func:`_nothing_waits_for_exit` checks the
+    rest. If the last flush fails, the interpreter's own exit reports it as
+    it would have.
     """
     try:
         sys.stdout.flush()
