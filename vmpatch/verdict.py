@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 from vmpatch.frozen import frozen
@@ -63,7 +62,7 @@ class Pkcs7Support(Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@frozen
 class KernelModel:
     """What the verdict depends on: the root, and the signature types the kernel knows."""
 

@@ -19,7 +19,6 @@ kernel image.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +26,7 @@ from vmpatch.boot import arm64, bzimage, compressed, riscv, s390, uki, zboot, zi
 from vmpatch.boot.image import BOOT_MAX_DECOMPRESSED, Context, Payload, RawKernel
 from vmpatch.elf.constants import ELF_MAGIC
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen
 
 __all__ = [
     "BOOT_MAX_DECOMPRESSED",
@@ -57,7 +57,7 @@ MAX_DEPTH = 4
 MAX_IMAGE_SIZE = 512 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@frozen
 class Unwrapped:
     """What a boot image holds: the kernel as ELF bytes, or as a raw image."""
 

@@ -9,9 +9,9 @@ payload is recognised by the loop itself, so no format needs to say so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from vmpatch.frozen import frozen
 from vmpatch.records.root import ByteOrder
 
 __all__ = ["BOOT_MAX_DECOMPRESSED", "Context", "Payload", "RawKernel", "Unwrapped"]
@@ -25,7 +25,7 @@ bomb before it exhausts memory.
 """
 
 
-@dataclass(frozen=True)
+@frozen
 class Context:
     """What every format needs besides the bytes: the file to name, the bound."""
 
@@ -33,7 +33,7 @@ class Context:
     max_size: int = BOOT_MAX_DECOMPRESSED
 
 
-@dataclass(frozen=True)
+@frozen
 class Payload:
     """The bytes inside one layer, and the labels this layer adds to the chain."""
 
@@ -41,7 +41,7 @@ class Payload:
     labels: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class RawKernel:
     """A kernel memory image: file offset 0 is the address of ``base_symbol``."""
 

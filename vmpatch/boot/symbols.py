@@ -12,10 +12,10 @@ under ``/usr/lib/debug/boot/``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen
 
 __all__ = ["WANTED", "SymbolMap", "beside", "from_system_map", "from_vmlinux"]
 
@@ -25,7 +25,7 @@ _PLACEHOLDER = b"The real System.map is in"  # Debian's linux-image postinst pla
 _MAX_MAP = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@frozen
 class SymbolMap:
     """Addresses of :data:`WANTED` symbols, where they came from, or why there are none."""
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import open_input
 
 __all__ = ["KernelConfig", "find_config", "read_config"]
@@ -35,7 +35,7 @@ _CODECS = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class KernelConfig:
     """The options one config file sets; an option it does not set is absent."""
 

@@ -19,10 +19,10 @@ contain whitespace (modules.order forbids it too). Standard library only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmpatch.errors import InputError, SystemFailure
+from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import open_input
 from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
 
@@ -32,7 +32,7 @@ MANIFEST_NAME = "modules.leaves"
 _MAGIC = "# vmpatch leaf manifest 1"
 
 
-@dataclass(frozen=True)
+@frozen
 class LeafEntry:
     """One position: the module file, its content digest and its leaf."""
 
@@ -42,7 +42,7 @@ class LeafEntry:
     leaf: bytes  # SHA-256(0x01 || be32(position) || those bytes)
 
 
-@dataclass(frozen=True)
+@frozen
 class LeafManifest:
     """Every position of a tree, in order, and the root they fold to."""
 

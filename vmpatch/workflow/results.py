@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmpatch.errors import VmpatchError
+from vmpatch.frozen import frozen
 
 __all__ = ["ErrorInfo", "FileError", "most_severe"]
 
 
-@dataclass(frozen=True)
+@frozen
 class ErrorInfo:
     """The one-line message (``FILE: reason``), its reason alone, and the exit code."""
 

@@ -129,7 +129,7 @@ _SOFT_ERRNOS = frozenset({"ENODATA", "ENOPKG", "ENOKEY"})
 _LOCKING_LEVELS = ("integrity", "confidentiality")
 
 
-@dataclass(frozen=True)
+@frozen
 class Enforcement:
     """Whether the kernel enforces module authentication, and what told (or what is assumed).
 
@@ -204,7 +204,7 @@ class Enforcement:
         return "0"
 
 
-@dataclass(frozen=True)
+@frozen
 class VerdictCounts:
     """ACCEPT, REJECT and UNCHECKED counted apart, and files that gave an error."""
 
