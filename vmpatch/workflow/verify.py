@@ -343,7 +343,11 @@ def _path_for(codec: str, kernel: KernelModel, requested: LoadPath | None) -> Lo
 
 
 def kernel_view(
-    path: Path, kernel: KernelModel, *, max_size: int, load_path: LoadPath | None = None
+    path: str | os.PathLike[str],
+    kernel: KernelModel,
+    *,
+    max_size: int,
+    load_path: LoadPath | None = None,
 ) -> tuple[LoadPath, bytes | Verdict]:
     """The bytes the kernel authenticates, or the verdict when it refuses the file first."""
     codec, raw = read_raw(path, max_size=max_size)
@@ -393,12 +397,12 @@ def modules_of_build_dir(
 
     files, check = _listed_modules(build_dir, suffix, layout_of(Path(build_dir), None))
     check()
-    return files
+    return [Path(file) for file in files]
 
 
 def _listed_modules(
     build_dir: str | os.PathLike[str], suffix: str | None, layout: Layout
-) -> tuple[list[Path], Callable[[], None]]:
+) -> tuple[Sequence[str | os.PathLike[str]], Callable[[], None]]:
     """:func:`modules_of_build_dir`'s files, and the check that refuses a missing one.
 
     A build tree's modules are not stat'ed here: judging opens each one
@@ -424,12 +428,12 @@ def _listed_modules(
         if missing is not None:
             raise missing
 
-    return [m.module for m in plan.modules], check
+    return [m.file for m in plan.modules], check
 
 
 def verify_files(
     kernel: KernelModel,
-    paths: Sequence[Path],
+    paths: Sequence[str | os.PathLike[str]],
     *,
     max_size: int | None = None,
     workers: int | None = None,
@@ -442,6 +446,8 @@ def verify_files(
 
     A file that cannot be read (not a module, a corrupt ``.ko.xz``) is a
     :class:`FileError` among the verdicts: one bad file hides no other.
+    Each result names its file as a Path, made as the result comes in (4230
+    Paths made up front were 17 ms in front of the workers).
     ``load_path`` forces the loading path of compressed modules (None: as kmod
     chooses it, see :func:`assumptions`). ``explainer`` is asked why, for
     modules that are not accepted only. Each verdict's ``result`` is what
@@ -467,13 +473,13 @@ def verify_files(
     limit = DEFAULT_MAX_DECOMPRESSED if max_size is None else max_size
     workers = min(workers or default_workers(), max(1, len(paths)))
 
-    def judged(path: Path, *, mapped: bool = False) -> _Judged | VmpatchError:
+    def judged(path: str | os.PathLike[str], *, mapped: bool = False) -> _Judged | VmpatchError:
         return _judge(path, kernel, limit, load_path, explainer, mapped=mapped)
 
     if workers > 1 and len(paths) >= _FORK_THRESHOLD and forkmap.can_fork():
 
         def crashed(index: int, why: str) -> _Encoded:
-            return SystemFailure(paths[index], f"cannot read module: {why}")
+            return SystemFailure(Path(paths[index]), f"cannot read module: {why}")
 
         decoded = forkmap.fork_map(
             lambda index: _encode(judged(paths[index], mapped=True)),
@@ -481,12 +487,13 @@ def verify_files(
             workers=workers,
             crashed=crashed,
             progress=progress,
-            convert=lambda index, code: _decode(paths[index], code, enforcement),
+            convert=lambda index, code: _decode(Path(paths[index]), code, enforcement),
         )
         return decoded  # type: ignore[return-value]  # every one converted
 
-    def judge(path: Path) -> ModuleVerdict | FileError:
-        outcome = judged(path)
+    def judge(name: str | os.PathLike[str]) -> ModuleVerdict | FileError:
+        outcome = judged(name)
+        path = Path(name)
         if isinstance(outcome, VmpatchError):
             return FileError.of(path, outcome)
         return _module_verdict(path, *outcome, enforcement)
@@ -510,7 +517,7 @@ _Judged = tuple[Verdict, LoadPath, "Explanation | None"]
 
 
 def _judge(
-    path: Path,
+    path: str | os.PathLike[str],
     kernel: KernelModel,
     max_size: int,
     load_path: LoadPath | None,
@@ -535,7 +542,7 @@ def _judge(
 
 
 def _verdict_on(
-    path: Path,
+    path: str | os.PathLike[str],
     chosen: LoadPath,
     view: bytes | memoryview | Verdict,
     kernel: KernelModel,
@@ -547,7 +554,7 @@ def _verdict_on(
     why = None
     if explainer is not None and verdict.verdict is not VerdictKind.ACCEPT:
         data = None if isinstance(view, Verdict) else bytes(view) if copy else view
-        why = explainer(path, data, verdict.verdict, verdict.reason)  # type: ignore[arg-type]
+        why = explainer(Path(path), data, verdict.verdict, verdict.reason)  # type: ignore[arg-type]
     return verdict, chosen, why
 
 
@@ -620,7 +627,9 @@ def _decode(
     )
 
 
-def unlisted_modules(tree: str | os.PathLike[str], listed: Sequence[Path]) -> list[Path]:
+def unlisted_modules(
+    tree: str | os.PathLike[str], listed: Sequence[str | os.PathLike[str]]
+) -> list[Path]:
     """Module files under an install tree that its modules.order does not name, sorted.
 
     Out-of-tree and DKMS modules (``updates/``, ``extra/``) are installed
@@ -688,7 +697,7 @@ def run_verify(
     from vmpatch.records.modorder import Layout, layout_of
     from vmpatch.workflow.tree import no_progress
 
-    files = [Path(p) for p in paths]
+    files: list[str | os.PathLike[str]] = [Path(p) for p in paths]
     extra: list[Path] = []
     check_listed: Callable[[], None] = lambda: None  # noqa: E731
     if modules_dir is not None:
@@ -704,7 +713,7 @@ def run_verify(
     explainer = _explainer(model, tree, manifest, modules_dir, other_kernels)
 
     def judged(
-        paths: list[Path], done: Callable[[int], None] | None
+        paths: Sequence[str | os.PathLike[str]], done: Callable[[int], None] | None
     ) -> tuple[ModuleVerdict | FileError, ...]:
         results = verify_files(
             model,
