@@ -1094,13 +1094,16 @@ def test_stops_cleanly_on_signal(tmp_path: Path, command: str, signal_name: str,
         p.unlink()
     for p, data in initial.items():
         p.write_bytes(data)
-    proc = spawn_vmpatch(*args)
-    while proc.poll() is None and not temps_under(work):
-        pass
-    time.sleep(0.05)
-    proc.send_signal(getattr(signal, signal_name))
-    status = proc.wait()
-    assert status == code, f"exit {status} after {signal_name}"
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as stream:
+        proc = spawn_vmpatch(*args, stderr=stream)
+        while proc.poll() is None and not temps_under(work):
+            pass
+        time.sleep(0.05)
+        proc.send_signal(getattr(signal, signal_name))
+        status = proc.wait()
+    said = errors.read_text(errors="replace").strip()
+    assert status == code, f"exit {status} after {signal_name}; stderr: {said!r}"
     assert not temps_under(work), "a temp file was left"
     now = snapshot_files(work)
     assert set(now) <= set(final), f"unexpected files {sorted(set(now) - set(final))[:3]}"
