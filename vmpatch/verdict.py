@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 from vmpatch.frozen import frozen
@@ -62,7 +63,7 @@ class Pkcs7Support(Enum):
     UNKNOWN = "unknown"
 
 
-@frozen
+@dataclass(frozen=True)  # once per run; callers derive variants with dataclasses.replace
 class KernelModel:
     """What the verdict depends on: the root, and the signature types the kernel knows."""
 

@@ -61,6 +61,7 @@ def __getattr__(name: str) -> object:
         return formats()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 #: Containers peeled at most (UKI > zboot > gzip > Image is the deepest real one).
 MAX_DEPTH = 4
 
