@@ -26,7 +26,14 @@ from vmpatch.frozen import frozen
 from vmpatch.fs.atomic import open_input
 from vmpatch.records.root import DIGEST_SIZE, ModuleHashesRoot
 
-__all__ = ["MANIFEST_NAME", "LeafEntry", "LeafManifest", "read_manifest", "tree_state"]
+__all__ = [
+    "MANIFEST_NAME",
+    "LeafEntry",
+    "LeafManifest",
+    "own_manifest",
+    "read_manifest",
+    "tree_state",
+]
 
 MANIFEST_NAME = "modules.leaves"
 _MAGIC = "# vmpatch leaf manifest 1"
@@ -111,6 +118,12 @@ def read_manifest(path: str | os.PathLike[str]) -> LeafManifest:
     return LeafManifest(root, tuple(entries))
 
 
+def own_manifest(directory: str | os.PathLike[str]) -> Path | None:
+    """The leaf manifest a tree keeps beside its modules.order, if it has one."""
+    path = Path(directory) / MANIFEST_NAME
+    return path if path.is_file() else None
+
+
 def tree_state(
     directory: str | os.PathLike[str], kernel_root: ModuleHashesRoot | None, proved: int
 ) -> str | None:
@@ -121,8 +134,8 @@ def tree_state(
     it was re-rooted for, and ``proved`` (modules whose proof the kernel
     accepts) against its positions tells done from part-way.
     """
-    manifest_path = Path(directory) / MANIFEST_NAME
-    if not manifest_path.is_file():
+    manifest_path = own_manifest(directory)
+    if manifest_path is None:
         return None
     manifest = read_manifest(manifest_path)
     total = len(manifest.entries)

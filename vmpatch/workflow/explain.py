@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from vmpatch.errors import InputError, VmpatchError
 from vmpatch.merkle import leaf_digest, node_digest
-from vmpatch.records.leaves import MANIFEST_NAME, LeafManifest, read_manifest
+from vmpatch.records.leaves import LeafManifest, own_manifest, read_manifest
 from vmpatch.records.root import ModuleHashesRoot
 from vmpatch.records.trailer import POSITION, SignatureType, Trailer, find_trailer
 from vmpatch.verdict import KernelModel, VerdictKind
@@ -259,9 +259,8 @@ def find_reference(
         return Reference.of_tree(tree)
     if manifest is not None:
         return Reference.of_manifest(manifest)
-    if modules_dir is not None and (Path(modules_dir) / MANIFEST_NAME).is_file():
-        return Reference.of_manifest(Path(modules_dir) / MANIFEST_NAME)
-    return None
+    own = own_manifest(modules_dir) if modules_dir is not None else None
+    return Reference.of_manifest(own) if own is not None else None
 
 
 # ---------------------------------------------------------------------------

@@ -762,11 +762,11 @@ def _explainer(
     to be read (a bad one refuses the run before any module is judged), else
     only once a module is refused (importing vmpatch.workflow.explain was 11 ms
     of every ``verify``, most of them accepting every module)."""
-    from vmpatch.records.leaves import MANIFEST_NAME
+    from vmpatch.records.leaves import own_manifest
 
     base = Path(modules_dir) if modules_dir is not None else None
-    own_manifest = base is not None and (base / MANIFEST_NAME).is_file()
-    if tree is None and manifest is None and not other_kernels and not own_manifest:
+    nothing_to_read = tree is None and manifest is None and not other_kernels
+    if nothing_to_read and (base is None or own_manifest(base) is None):
         return _LaterExplainer(model, base)
     from vmpatch.workflow.explain import Explainer, find_reference, other_roots
 
