@@ -313,13 +313,13 @@ class MerkleTree:
         """The sibling digests of leaf ``index``, bottom-up (itself where none exists)."""
         if not 0 <= index < self.count:
             raise IndexError(f"module index {index} outside 0..{self.count - 1}")
-        siblings = []
-        for level in range(self.levels):
-            nodes = self.layers[level]
-            here = index >> level
-            partner = here ^ 1
-            siblings.append(nodes[partner] if partner < len(nodes) else nodes[here])
-        return siblings
+        return [self._sibling(level, index >> level) for level in range(self.levels)]
+
+    def _sibling(self, level: int, here: int) -> bytes:
+        """The partner of node ``here`` at ``level`` (itself where an odd last one has none)."""
+        nodes = self.layers[level]
+        partner = here ^ 1
+        return nodes[partner] if partner < len(nodes) else nodes[here]
 
     def trailer(self, index: int) -> bytes:
         """The ``.merkle`` file content for module ``index``."""
@@ -346,8 +346,6 @@ class MerkleTree:
                 if held[level] == here:
                     break  # so is every level above: the paths have met
                 held[level] = here
-                nodes = self.layers[level]
-                partner = here ^ 1
-                siblings[level] = nodes[partner] if partner < len(nodes) else nodes[here]
+                siblings[level] = self._sibling(level, here)
             out.append(merkle_trailer(index, siblings))
         return out

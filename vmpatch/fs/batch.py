@@ -49,7 +49,7 @@ Overwrites = list[tuple[str, bytes, bool]]
 #: :meth:`_BatchFile.examine`.
 OVERWRITE_MAX = 512
 
-#: How a temporary is created: new, never through a link, closed in workers we exec.
+#: How a temporary is created: new, never through a link, not inherited across exec.
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 #: What :meth:`_BatchFile.examine` finds a target needs.
@@ -500,9 +500,7 @@ class _BatchFile:
             raise SystemFailure.from_oserror(target, err, "create a temporary file beside") from err
         staged.append((temp, target, on_disk))
         try:
-            written = os.write(fd, data)  # a page or two: all at once but on a full disk
-            if written != len(data):
-                write_all(fd, data[written:])
+            write_all(fd, data)
             if ref_stat is not None:
                 self._keep_metadata(ref_stat, target, fd)
             if on_disk and self.writeback:
@@ -518,7 +516,7 @@ class _BatchFile:
         """Whether ``directory`` is on a filesystem with no disk behind it: no writeback
         to start, nothing to flush.
 
-        Their fsync is noop_fsync (mm/shmem.c, shmem_file_operations;
+        tmpfs's and ramfs's fsync is noop_fsync (mm/shmem.c, shmem_file_operations;
         fs/ramfs/file-mmu.c; fs/libfs.c, simple_offset_dir_operations and
         simple_dir_operations for their directories): a file is as durable as
         it will be once written, and a crash of the machine loses them all. On

@@ -326,11 +326,14 @@ class _ProofFiles(Sequence[tuple[str, bytes]]):
             entries = [module.entry for module in self._modules[index]]
             trailers = self._tree.trailers(entry.index for entry in entries)
             return [
-                (f"{self._base}/{entry.stem}{PROOF_SUFFIX}", trailer)
+                (self._file(entry), trailer)
                 for entry, trailer in zip(entries, trailers, strict=True)
             ]
         entry = self._modules[index].entry
-        return f"{self._base}/{entry.stem}{PROOF_SUFFIX}", self._tree.trailer(entry.index)
+        return self._file(entry), self._tree.trailer(entry.index)
+
+    def _file(self, entry: OrderEntry) -> str:
+        return f"{self._base}/{entry.stem}{PROOF_SUFFIX}"
 
 
 def write_proofs(plan: TreePlan, tree: MerkleTree, *, workers: int | None = None) -> None:
