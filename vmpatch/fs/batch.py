@@ -716,6 +716,8 @@ class _BatchFile:
         """syncfs() each filesystem this batch wrote to (fs/sync.c, sync_filesystem:
         every dirty inode written and waited on, then the filesystem's own
         sync, which commits a journal and flushes the disk)."""
+        if not self.anchors:
+            return  # nothing on such a filesystem: no ctypes to load either
         syncfs = _load_libc().syncfs
         for fd, directory in self.anchors.values():
             if syncfs is not None and syncfs(fd) != 0:
