@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
-from clirun import pipe_vmpatch, vmpatch
+from clirun import spawn_vmpatch, vmpatch
 from conftest import TESTDATA, require, require_tool
 from elfcorrupt import readelf_facts, set_header_field, set_section_field
 
@@ -100,11 +101,24 @@ def test_forged_header_fields(tmp_path: Path, edit: str, form: str) -> None:
 
 @pytest.mark.parametrize("json", [True, False], ids=["json", "table"])
 def test_closed_stdout_is_141_not_mismatch(json: bool) -> None:
+    """A reader that closes early (``| head -c 1``) gets exit 141 and silence.
+
+    The pipe holds one page (F_SETPIPE_SZ), less than the 8-15 KB the
+    command prints, so the write after the close fails however fast the
+    command is: with a 64 KB pipe it could print everything before the
+    reader closed and rightly exit 0 (seen once in CI).
+    """
+    import fcntl
+
     images = sorted(str(p) for p in TESTDATA.glob("*/vmlinux*"))
-    proc = pipe_vmpatch("inspect", *(["--json"] if json else []), *images)
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.read(1)  # like `| head -c 1`
-    proc.stdout.close()
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    argv = ["inspect", *(["--json"] if json else []), *images]
+    with os.fdopen(read_end, "rb") as stdout:
+        proc = spawn_vmpatch(*argv, stdout=write_end, stderr=PIPE)
+        os.close(write_end)
+        assert proc.stderr is not None
+        assert len(stdout.read(1)) == 1
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141
     assert err == b""

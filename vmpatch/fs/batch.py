@@ -122,7 +122,7 @@ def durable_batch(
     0.23-0.33 s with the two syncs (4 alternated rounds, one process;
     writing them with no flush at all: 0.09-0.13 s); ``vmpatch tree`` with
     every proof stale went from 0.58-0.67x the C generator's time to
-    0.28-0.36x (scripts/bench). ``flush`` chooses: ``"file"`` flushes each
+    0.28-0.40x (scripts/bench). ``flush`` chooses: ``"file"`` flushes each
     file, ``"filesystem"`` syncs each filesystem where it can, ``"auto"``
     decides as above.
 
