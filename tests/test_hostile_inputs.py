@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from subprocess import PIPE
 
 import pytest
-from clirun import spawn_vmpatch, vmpatch
+from clirun import PIPE, spawn_vmpatch, vmpatch
 from conftest import TESTDATA, require, require_tool
 from elfcorrupt import readelf_facts, set_header_field, set_section_field
 
